@@ -1,0 +1,231 @@
+"""Formulas -> stoichiometries (element, fraction) and batched stoichiometry graphs.
+
+A stoichiometry is stored as atomic numbers plus *normalised* fractions
+(amount / total amount). The paper's authors fed raw amounts of the reduced
+formula; fractions make ``Fe2O3``, ``Fe4O6`` and ``OFe2``/``Fe2O`` give the same
+graph and keep doped formulas on the same scale as stoichiometric ones
+(see docs/method.md).
+"""
+
+import functools
+import math
+import numbers
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .exceptions import FormulaError, UnknownElementError
+
+__all__ = ["Stoichiometry", "parse_formula", "parse_formulas", "StoichiometryBatch", "StoichiometryTable"]
+
+# Adduct separators: "CuSO4·5H2O" = CuSO4 + 5 H2O. A plain "." is read as a
+# decimal point (as pymatgen does), so "CuSO4.5H2O" means CuSO4.5 H2 O.
+_ADDUCT_SPLIT = re.compile(r"\s*[·•∙*]\s*")
+_LEADING_COUNT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(?=[A-Z(\[])")
+# A literal zero amount ("Fe0O"): pymatgen silently drops the element.
+_ZERO_AMOUNT = re.compile(r"(?<![\d.eE+-])0+(?:\.0*)?(?![\d.eE])")
+
+
+@dataclass(frozen=True)
+class Stoichiometry:
+    """Distinct elements of a formula and their fractions (summing to 1).
+
+    ``key`` identifies the stoichiometry regardless of element order or scale.
+    """
+
+    atomic_numbers: tuple
+    fractions: tuple
+
+    @property
+    def key(self):
+        return tuple(zip(self.atomic_numbers, (round(f, 9) for f in self.fractions)))
+
+    @property
+    def formula(self):
+        """A readable normalised formula (fractions), e.g. ``Fe0.4O0.6``."""
+        from pymatgen.core.periodic_table import Element
+
+        return "".join(f"{Element.from_Z(z).symbol}{f:.6g}" for z, f in zip(self.atomic_numbers, self.fractions))
+
+
+def _composition_from_string(text):
+    from pymatgen.core import Composition
+
+    parts = [p for p in _ADDUCT_SPLIT.split(text.strip())]
+    if any(not p for p in parts):
+        raise ValueError("empty part around an adduct separator ('·' or '*')")
+    total = None
+    for part in parts:
+        factor = 1.0
+        match = _LEADING_COUNT.match(part)
+        if match:
+            factor = float(match.group(1))
+            part = part[match.end():]
+        if _ZERO_AMOUNT.search(part):
+            raise ValueError("an element has amount zero; remove it from the formula")
+        comp = Composition(part) * factor
+        total = comp if total is None else total + comp
+    return total
+
+
+def _to_composition(item):
+    """Any accepted input -> pymatgen Composition (raises ValueError/TypeError)."""
+    from pymatgen.core import Composition
+
+    if isinstance(item, Composition):
+        return item
+    if isinstance(item, str):
+        if not item.strip():
+            raise ValueError("empty formula")
+        return _composition_from_string(item)
+    if isinstance(item, dict):
+        return Composition(item)
+    composition = getattr(item, "composition", None)  # Structure, Molecule, ComputedEntry
+    if isinstance(composition, Composition):
+        return composition
+    if item is None or (isinstance(item, numbers.Number) and not isinstance(item, bool)):
+        kind = "missing value" if item is None or (isinstance(item, float) and math.isnan(item)) else "a number"
+        raise TypeError(f"{kind}, not a formula")
+    raise TypeError(
+        f"unsupported type {type(item).__name__}; give a formula string, a pymatgen Composition or a Structure"
+    )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_hashable(item, known_z):
+    return _parse(item, known_z)
+
+
+def _parse(item, known_z):
+    try:
+        comp = _to_composition(item)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        if isinstance(item, str) and re.search(r"(?:^|[^A-Za-z])[a-z]", item.strip()):
+            reason += " (element symbols start with a capital letter, e.g. 'Fe2O3' not 'fe2o3')"
+        raise FormulaError(item, reason) from None
+    amounts = {}
+    for species, amount in comp.items():
+        element = getattr(species, "element", species)  # Species with oxidation state -> Element
+        z = getattr(element, "Z", None)
+        if not isinstance(z, numbers.Integral) or type(element).__name__ != "Element":
+            raise UnknownElementError(item, f"{species} is not a chemical element")
+        if z not in known_z:
+            raise UnknownElementError(item, f"element {element.symbol} (Z={z}) has no Matscholar embedding")
+        amounts[int(z)] = amounts.get(int(z), 0.0) + float(amount)
+    if not amounts:
+        raise FormulaError(item, "no elements")
+    values = np.array(list(amounts.values()))
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise FormulaError(item, "amounts must be finite and positive")
+    zs = sorted(amounts)
+    total = float(sum(amounts[z] for z in zs))
+    return Stoichiometry(tuple(zs), tuple(amounts[z] / total for z in zs))
+
+
+def parse_formula(item, known_z, position=None):
+    """Parse one formula-like item into a :class:`Stoichiometry`.
+
+    Parameters
+    ----------
+    item : str, pymatgen Composition, Structure, or dict
+        Strings may be fractional (``Bi2Te2.7Se0.3``), nested
+        (``(Bi2Te3)0.9(Sb2Te3)0.1``) or adducts written with ``·`` or ``*``
+        (``CuSO4·5H2O``).
+    known_z : frozenset of int
+        Atomic numbers that have an element embedding.
+    position : int, optional
+        Position in the batch, named in the error message.
+
+    Raises
+    ------
+    FormulaError
+        Unparseable input, zero/negative amounts, non-formula types.
+    UnknownElementError
+        Dummy species (unknown symbols) or elements without an embedding.
+    """
+    try:
+        if isinstance(item, str):  # only strings are cached: structures are heavy
+            return _parse_hashable(item, known_z)
+        return _parse(item, known_z)
+    except FormulaError as exc:
+        if position is None:
+            raise
+        raise type(exc)(exc.item, exc.reason, position) from None
+
+
+def parse_formulas(items, known_z, ignore_errors=False):
+    """Parse a batch; returns a list of Stoichiometry (None for bad rows when ignore_errors)."""
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(parse_formula(item, known_z, position=i))
+        except FormulaError:
+            if not ignore_errors:
+                raise
+            out.append(None)
+    return out
+
+
+@dataclass
+class StoichiometryBatch:
+    """A batch of fully connected stoichiometry graphs (self loops included).
+
+    atomic_numbers, weights, batch : (n_nodes,) arrays
+    edge_index : (2, n_edges) array, n_i**2 edges for a graph with n_i elements
+    """
+
+    atomic_numbers: np.ndarray
+    weights: np.ndarray
+    edge_index: np.ndarray
+    batch: np.ndarray
+    num_graphs: int
+
+    def to_torch(self, device="cpu"):
+        import torch
+
+        return (
+            torch.as_tensor(self.atomic_numbers, dtype=torch.long, device=device),
+            torch.as_tensor(self.weights, dtype=torch.float32, device=device),
+            torch.as_tensor(self.edge_index, dtype=torch.long, device=device),
+            torch.as_tensor(self.batch, dtype=torch.long, device=device),
+        )
+
+
+class StoichiometryTable:
+    """Many stoichiometries as flat arrays; ``collate(indices)`` builds a batch without Python loops."""
+
+    def __init__(self, stoichiometries):
+        if len(stoichiometries) == 0:
+            raise ValueError("cannot build stoichiometry graphs from zero formulas")
+        self.sizes = np.fromiter((len(s.atomic_numbers) for s in stoichiometries), np.int64, len(stoichiometries))
+        total = int(self.sizes.sum())
+        self.atomic_numbers = np.fromiter((a for s in stoichiometries for a in s.atomic_numbers), np.int64, total)
+        self.fractions = np.fromiter((f for s in stoichiometries for f in s.fractions), np.float32, total)
+        self._ptr = np.concatenate([[0], np.cumsum(self.sizes)])
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def collate(self, indices=None):
+        """A :class:`StoichiometryBatch` of rows ``indices`` (all rows if None)."""
+        if indices is None:
+            return _fully_connected(self.sizes, self.atomic_numbers, self.fractions)
+        indices = np.asarray(indices, dtype=np.int64)
+        sizes = self.sizes[indices]
+        node_ids = np.arange(int(sizes.sum())) + np.repeat(self._ptr[indices] - (np.cumsum(sizes) - sizes), sizes)
+        return _fully_connected(sizes, self.atomic_numbers[node_ids], self.fractions[node_ids])
+
+
+def _fully_connected(sizes, z, w):
+    n_graphs = len(sizes)
+    node_ptr = np.concatenate([[0], np.cumsum(sizes)])
+    n_edges = sizes**2
+    edge_graph = np.repeat(np.arange(n_graphs), n_edges)
+    local = np.arange(int(n_edges.sum())) - np.repeat(np.cumsum(n_edges) - n_edges, n_edges)
+    n = sizes[edge_graph]
+    src = local // n + node_ptr[edge_graph]
+    dst = local % n + node_ptr[edge_graph]
+    batch = np.repeat(np.arange(n_graphs), sizes)
+    return StoichiometryBatch(z, w, np.stack([src, dst]), batch, n_graphs)

@@ -1,0 +1,56 @@
+"""Typed errors raised by skpolysrl.
+
+Every error about user input names the offending item (and its position in
+the batch when there is one) and says how to fix or skip it.
+"""
+
+__all__ = [
+    "SkPolySRLError",
+    "FormulaError",
+    "UnknownElementError",
+    "StructureGraphError",
+    "ModelFileError",
+]
+
+_SKIP_HINT = (
+    "To skip bad rows instead, pass ignore_errors=True (rows become NaN), "
+    "or drop them before featurizing."
+)
+
+
+class SkPolySRLError(Exception):
+    """Base class of every error skpolysrl raises on purpose."""
+
+
+class FormulaError(SkPolySRLError, ValueError):
+    """A formula (or composition) cannot be turned into a stoichiometry graph.
+
+    Attributes
+    ----------
+    item : object
+        The offending input, as given.
+    position : int or None
+        Its index in the batch, when it came in a batch.
+    """
+
+    def __init__(self, item, reason, position=None):
+        self.item = item
+        self.position = position
+        self.reason = reason
+        where = "" if position is None else f" at position {position}"
+        super().__init__(f"Invalid formula {item!r}{where}: {reason}. {_SKIP_HINT}")
+
+    def __reduce__(self):
+        return (type(self), (self.item, self.reason, self.position))
+
+
+class UnknownElementError(FormulaError):
+    """A formula names an element that has no Matscholar embedding."""
+
+
+class StructureGraphError(SkPolySRLError, ValueError):
+    """A crystal structure cannot be turned into a structure graph."""
+
+
+class ModelFileError(SkPolySRLError, OSError):
+    """A saved model file is missing, corrupt, or from an incompatible version."""

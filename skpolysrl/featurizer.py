@@ -1,0 +1,426 @@
+"""PolySRLFeaturizer: formulas -> PolySRL mean embedding + uncertainty.
+
+scikit-learn transformer and matminer featurizer in one object.
+"""
+
+import copy
+import numbers
+import os
+import sys
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+from matminer.featurizers.base import BaseFeaturizer
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from . import _io
+from ._elements import known_atomic_numbers, matscholar_table
+from ._formula import StoichiometryTable, parse_formula
+from .exceptions import FormulaError
+from .loss import PAIR_REDUCTIONS
+from .training import OBJECTIVES, encode, pretrain
+
+__all__ = ["PolySRLFeaturizer", "default_model_path"]
+
+_FORMULA_COLUMNS = ("formula", "composition", "structure")
+
+
+def default_model_path():
+    """Path of the weights shipped inside the package."""
+    return resources.files("skpolysrl") / "weights" / "polysrl_default.pt"
+
+
+def _resolve_device(device):
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'")
+    return str(device)
+
+
+def _is_structure(x):
+    from pymatgen.core import IStructure, Structure
+
+    return isinstance(x, (Structure, IStructure))
+
+
+def _as_structures(X):
+    """The structures in X (list of Structure or DataFrame with a 'structure' column), else None."""
+    if isinstance(X, pd.DataFrame):
+        if "structure" in X.columns:
+            return list(X["structure"])
+        return None
+    if isinstance(X, (list, tuple, pd.Series, np.ndarray)) and len(X) > 0:
+        items = list(np.ravel(np.asarray(X, dtype=object))) if isinstance(X, np.ndarray) else list(X)
+        if all(_is_structure(x) for x in items):
+            return items
+    return None
+
+
+def _as_items(X):
+    """Formula-like items of X as a flat list (strings, Compositions or Structures)."""
+    if isinstance(X, pd.DataFrame):
+        cols = [c for c in _FORMULA_COLUMNS if c in X.columns]
+        if cols:
+            return list(X[cols[0]])
+        if X.shape[1] == 1:
+            return list(X.iloc[:, 0])
+        raise ValueError(
+            f"cannot tell which column holds formulas among {list(X.columns)}; "
+            f"name it one of {_FORMULA_COLUMNS} or pass a single column"
+        )
+    if isinstance(X, (str, bytes)) or _is_structure(X) or not hasattr(X, "__len__"):
+        raise TypeError(
+            f"expected a list-like of formulas, got {type(X).__name__}; wrap a single formula in a list: [{X!r}]"
+        )
+    if isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        elif X.ndim != 1:
+            raise ValueError(f"expected a 1-D array of formulas (or shape (n, 1)), got shape {X.shape}")
+    return list(X)
+
+
+class PolySRLFeaturizer(BaseFeaturizer):
+    """Formula -> PolySRL representation (Gaussian mean) and its uncertainty.
+
+    ``fit`` on crystal structures runs PolySRL's contrastive pretraining; ``fit``
+    on formulas keeps the weights the featurizer has (so it can sit in a
+    :class:`~sklearn.pipeline.Pipeline`); ``transform`` maps formulas to an
+    array ``(n, hidden_dim + 1)``: the mean embedding, then the uncertainty
+    (geometric mean of the diagonal variances).
+
+    Parameters
+    ----------
+    pretrained : "default", None, or path, default="default"
+        Initial weights: ``"default"`` = the model shipped in the package,
+        ``None`` = random initialisation (seeded by ``random_state``), or a path
+        to a model file written by :meth:`save` (``.pt``) or a joblib dump of a
+        fitted featurizer (a pickle: load only files you trust).
+    objective : {"polysrl", "deterministic"}, default="polysrl"
+        ``"deterministic"`` is the paper's "w/o Sampling" ablation.
+    epochs : int, default=100
+    batch_size : int, default=256
+        Structures per contrastive batch.
+    lr : float, default=5e-5
+        Adam learning rate.
+    n_samples : int, default=8
+        Samples J drawn from each Gaussian per step.
+    beta : float, default=1e-8
+        Weight of the KL term.
+    device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
+    random_state : int or None, default=None
+        Seeds initialisation, batch order and sampling. Same seed, data and
+        device give identical embeddings.
+    verbose : bool, default=True
+        Progress bars and one line per pretraining epoch (stderr).
+    grad_clip : float, default=2.0
+        Gradient-norm clip.
+    pair_reduction : {"sum", "mean", "balanced"}, default="sum"
+        How pair losses are combined; "sum" is the paper's.
+    c_init, d_init : float, default=20.0
+        Initial match scale and shift (logit = -c * distance + d).
+    hidden_dim : int, default=200
+        Width of both encoders (used only for ``pretrained=None``).
+    graph_cache : path, optional
+        ``.npz`` file caching the structure graphs between fits.
+    transform_batch_size : int, default=4096
+        Formulas per forward pass in ``transform`` (bounds memory).
+    ignore_errors : bool, default=False
+        In ``transform``, give NaN rows for invalid formulas instead of raising.
+
+    Attributes
+    ----------
+    model_ : skpolysrl.nn.PolySRLModel
+        The fitted network (on CPU after unpickling).
+    history_ : list of dict
+        One record per pretraining epoch: loss, kl, positive_correct,
+        negative_correct, mean_uncertainty, c, d, effective_rank, mean_cosine,
+        seconds (empty when fitted on formulas).
+    n_features_out_ : int
+    device_ : str
+        Device the model lives on.
+    """
+
+    _parameter_constraints = {
+        "pretrained": [None, str, os.PathLike],
+        "objective": [StrOptions(set(OBJECTIVES))],
+        "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "n_samples": [Interval(numbers.Integral, 1, None, closed="left")],
+        "beta": [Interval(numbers.Real, 0, None, closed="left")],
+        "device": [str],
+        "random_state": [None, Interval(numbers.Integral, 0, None, closed="left")],
+        "verbose": ["boolean"],
+        "grad_clip": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "pair_reduction": [StrOptions(set(PAIR_REDUCTIONS))],
+        "c_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "d_init": [numbers.Real],
+        "hidden_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "graph_cache": [None, str, os.PathLike],
+        "transform_batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "ignore_errors": ["boolean"],
+    }
+
+    def __init__(self, pretrained="default", objective="polysrl", epochs=100, batch_size=256, lr=5e-5,
+                 n_samples=8, beta=1e-8, device="auto", random_state=None, verbose=True, grad_clip=2.0,
+                 pair_reduction="sum", c_init=20.0, d_init=20.0, hidden_dim=200, graph_cache=None,
+                 transform_batch_size=4096, ignore_errors=False):
+        self.pretrained = pretrained
+        self.objective = objective
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.n_samples = n_samples
+        self.beta = beta
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.grad_clip = grad_clip
+        self.pair_reduction = pair_reduction
+        self.c_init = c_init
+        self.d_init = d_init
+        self.hidden_dim = hidden_dim
+        self.graph_cache = graph_cache
+        self.transform_batch_size = transform_batch_size
+        self.ignore_errors = ignore_errors
+
+    # ------------------------------------------------------------------ fitting
+    def _seed(self):
+        if self.random_state is None:
+            return int(np.random.SeedSequence().generate_state(1)[0])
+        return int(self.random_state)
+
+    def _initial_model(self, seed):
+        """The model named by ``pretrained`` (a fresh copy), on CPU."""
+        import torch
+
+        from .nn import PolySRLModel
+
+        source = self.pretrained
+        if source is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return PolySRLModel(matscholar_table(), hidden_dim=self.hidden_dim, c_init=self.c_init,
+                                    d_init=self.d_init)
+        if source == "default":
+            path = default_model_path()
+            if not path.is_file():
+                from .exceptions import ModelFileError
+
+                raise ModelFileError(
+                    f"the default weights are missing from this installation ({path}); "
+                    "reinstall skpolysrl, or use pretrained=None and fit on structures"
+                )
+            return _io.load_model(path)[0]
+        path = os.fspath(source)
+        if path.endswith((".joblib", ".pkl", ".pickle")):
+            import joblib
+
+            other = joblib.load(path)
+            if not isinstance(other, PolySRLFeaturizer) or not hasattr(other, "model_"):
+                raise TypeError(f"{path!r} does not hold a fitted PolySRLFeaturizer")
+            return copy.deepcopy(other.model_).cpu()
+        return _io.load_model(path)[0]
+
+    def fit(self, X, y=None):
+        """Pretrain on structures, or (for formulas) just load the weights.
+
+        Parameters
+        ----------
+        X : list of pymatgen Structure, DataFrame with a "structure" column, or formulas
+            Structures (formulas read from them) start contrastive pretraining
+            from the ``pretrained`` weights. Formulas do not train: an already
+            fitted featurizer keeps its weights, an unfitted one loads ``pretrained``.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        structures = _as_structures(X)
+        if structures is None:
+            if not (hasattr(self, "model_") and self._fitted_from == self.pretrained):
+                self._set_model(self._initial_model(self._seed()))
+                self.history_ = []
+            return self
+        return self._pretrain(structures)
+
+    def _set_model(self, model):
+        self.device_ = _resolve_device(self.device)
+        self.model_ = model.to(self.device_).eval()
+        self.n_features_out_ = model.config["hidden_dim"] + 1
+        self._fitted_from = self.pretrained
+
+    def _pretrain(self, structures):
+        import torch
+
+        from .graphs import build_structure_graphs
+
+        if len(structures) < 2:
+            raise ValueError(f"contrastive pretraining needs at least 2 structures, got {len(structures)}")
+        known = known_atomic_numbers()
+        stoich = [parse_formula(s, known, position=i) for i, s in enumerate(structures)]
+        keys = {}
+        formula_ids = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
+        table = StoichiometryTable(stoich)
+        graphs = build_structure_graphs(structures, cache=self.graph_cache, progress=self.verbose)
+        seed = self._seed()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # also seeds a fresh structure encoder added to loaded weights
+            self._set_model(self._initial_model(seed).add_structure_encoder())
+        unique_rows = np.unique(formula_ids, return_index=True)[1]
+        rng = np.random.default_rng(seed)
+        monitor = StoichiometryTable([stoich[i] for i in rng.permutation(unique_rows)[:2048]])
+        log = None
+        if self.verbose:
+            def log(line):
+                print(f"[PolySRLFeaturizer] {line}", file=sys.stderr, flush=True)
+        self.history_ = pretrain(
+            self.model_, table, formula_ids, graphs, epochs=self.epochs, batch_size=self.batch_size,
+            lr=self.lr, n_samples=self.n_samples, beta=self.beta, grad_clip=self.grad_clip,
+            pair_reduction=self.pair_reduction, objective=self.objective, device=self.device_, seed=seed,
+            monitor_table=monitor, progress=self.verbose, log=log,
+        )
+        self.n_structures_ = len(structures)
+        self.n_formulas_ = len(keys)
+        return self
+
+    # ---------------------------------------------------------------- transform
+    def transform(self, X):
+        """Featurize formulas.
+
+        Parameters
+        ----------
+        X : list-like of str, Composition or Structure; or a DataFrame with a
+            "formula" (or "composition"/"structure") column or a single column.
+
+        Returns
+        -------
+        ndarray of shape (n, hidden_dim + 1), float32
+            Mean embedding, then the uncertainty. Rows of invalid formulas are NaN
+            when ``ignore_errors=True``; otherwise a FormulaError names the first one.
+        """
+        check_is_fitted(self, "model_")
+        return self._transform_items(_as_items(X), self.ignore_errors)
+
+    def _transform_items(self, items, ignore_errors):
+        if len(items) == 0:
+            raise ValueError("no formulas to featurize (got an empty input)")
+        known = known_atomic_numbers()
+        out = np.full((len(items), self.n_features_out_), np.nan, dtype=np.float32)
+        step = self.transform_batch_size
+        for start in range(0, len(items), step):  # stream: memory bounded by the chunk
+            chunk = items[start : start + step]
+            rows, stoich = [], []
+            for i, item in enumerate(chunk):
+                try:
+                    stoich.append(parse_formula(item, known, position=start + i))
+                    rows.append(start + i)
+                except FormulaError:
+                    if not ignore_errors:
+                        raise
+            if not stoich:
+                continue
+            keys = {}
+            inverse = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
+            unique = list({s.key: s for s in stoich}.values())
+            mu, log_sigma = encode(self.model_, StoichiometryTable(unique), batch_size=step, device=self.device_)
+            uncertainty = np.exp(np.mean(2.0 * log_sigma.astype(np.float64), axis=1))
+            out[rows, :-1] = mu[inverse]
+            out[rows, -1] = uncertainty[inverse]
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        """``polysrl_0 .. polysrl_{d-1}, polysrl_uncertainty``."""
+        return np.asarray(self.feature_labels(), dtype=object)
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path):
+        """Write the fitted weights + config (+ history) to a ``.pt`` model file."""
+        check_is_fitted(self, "model_")
+        _io.save_model(self.model_, path, extra={"history": self.history_})
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "model_" in state:  # store weights as CPU tensors: a GPU-trained model unpickles on CPU
+            state = dict(state)
+            state["model_"] = _io.model_to_payload(state["model_"])
+            state["device_"] = "cpu"
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("model_"), dict):
+            state = dict(state)
+            state["model_"] = _io.model_from_payload(state["model_"])
+        super().__setstate__(state)
+
+    # ----------------------------------------------------- matminer contract
+    def _ensure_fitted(self):
+        """matminer featurizers work without fit: load ``pretrained`` on first use."""
+        try:
+            check_is_fitted(self, "model_")
+        except NotFittedError:
+            if self.pretrained is None:
+                raise NotFittedError(
+                    "PolySRLFeaturizer(pretrained=None) has random weights only after fit; "
+                    "call fit(structures) to pretrain, or fit(formulas) to use a random encoder"
+                ) from None
+            self.fit(["H"])
+
+    def featurize(self, entry):
+        """Features of one formula, Composition or Structure (a 1-D array)."""
+        self._ensure_fitted()
+        return self._transform_items([entry], ignore_errors=False)[0]
+
+    def featurize_many(self, entries, ignore_errors=False, return_errors=False, pbar=True):
+        """Featurize many entries in batched forward passes (no process pool).
+
+        Returns a list of rows, as matminer's featurizers do; with
+        ``return_errors=True`` each row ends with the error message (or NaN).
+        """
+        if return_errors and not ignore_errors:
+            raise ValueError("Please set ignore_errors to True to use return_errors.")
+        self._ensure_fitted()
+        items = _as_items(np.asarray(entries, dtype=object) if isinstance(entries, np.ndarray) else entries)
+        if len(items) == 0:
+            return []
+        features = self._transform_items(items, ignore_errors=ignore_errors)
+        rows = features.astype(np.float64).tolist()
+        if return_errors:
+            known = known_atomic_numbers()
+            for i, row in enumerate(rows):
+                if np.isnan(row[-1]):
+                    try:
+                        parse_formula(items[i], known, position=i)
+                        row.append(np.nan)
+                    except FormulaError as exc:
+                        row.append(str(exc))
+                else:
+                    row.append(np.nan)
+        return rows
+
+    def feature_labels(self):
+        dim = self.model_.config["hidden_dim"] if hasattr(self, "model_") else self.hidden_dim
+        return [f"polysrl_{i}" for i in range(dim)] + ["polysrl_uncertainty"]
+
+    def citations(self):
+        return [
+            "@inproceedings{polysrl2023, title={Stoichiometry Representation Learning with Polymorphic Crystal "
+            "Structures}, author={Namkyeong Lee and Heewoong Noh and Sungwon Kim and Dongmin Hyun and "
+            "Gyoung S. Na and Chanyoung Park}, booktitle={NeurIPS 2023 Workshop on AI for Science}, year={2023}}",
+            "@article{tshitoyan2019, title={Unsupervised word embeddings capture latent knowledge from materials "
+            "science literature}, author={Tshitoyan, Vahe and Dagdelen, John and Weston, Leigh and Dunn, "
+            "Alexander and Rong, Ziqin and Kononova, Olga and Persson, Kristin A. and Ceder, Gerbrand and Jain, "
+            "Anubhav}, journal={Nature}, volume={571}, pages={95--98}, year={2019}}",
+        ]
+
+    def implementors(self):
+        return ["skpolysrl developers"]
