@@ -24,7 +24,7 @@ __all__ = ["Stoichiometry", "parse_formula", "parse_formulas", "StoichiometryBat
 _ADDUCT_SPLIT = re.compile(r"\s*[·•∙*]\s*")
 _LEADING_COUNT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(?=[A-Z(\[])")
 # A literal zero amount ("Fe0O"): pymatgen silently drops the element.
-_ZERO_AMOUNT = re.compile(r"(?<![\d.eE+-])0+(?:\.0*)?(?![\d.eE])")
+_ZERO_AMOUNT = re.compile(r"(?<![\d.])(?<!\d[eE])(?<!\d[eE][+-])0+(?:\.0*)?(?![\d.]|[eE][+-]?\d)")
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,10 @@ class PolySRLFeaturizer(BaseFeaturizer):
         Formulas per forward pass in ``transform`` (bounds memory).
     ignore_errors : bool, default=False
         In ``transform``, give NaN rows for invalid formulas instead of raising.
+    warmup_epochs : int, default=0
+        First epochs train only the structure encoder, the variance path and
+        c, d, against frozen formula means (a counter-measure to the collapse
+        described in docs/method.md; 0 = the paper's recipe).
 
     Attributes
     ----------
@@ -166,12 +170,13 @@ class PolySRLFeaturizer(BaseFeaturizer):
         "graph_cache": [None, str, os.PathLike],
         "transform_batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "ignore_errors": ["boolean"],
+        "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
     }
 
     def __init__(self, pretrained="default", objective="polysrl", epochs=100, batch_size=256, lr=5e-5,
                  n_samples=8, beta=1e-8, device="auto", random_state=None, verbose=True, grad_clip=2.0,
                  pair_reduction="sum", c_init=20.0, d_init=20.0, hidden_dim=200, graph_cache=None,
-                 transform_batch_size=4096, ignore_errors=False):
+                 transform_batch_size=4096, ignore_errors=False, warmup_epochs=0):
         self.pretrained = pretrained
         self.objective = objective
         self.epochs = epochs
@@ -190,6 +195,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self.graph_cache = graph_cache
         self.transform_batch_size = transform_batch_size
         self.ignore_errors = ignore_errors
+        self.warmup_epochs = warmup_epochs
 
     # ------------------------------------------------------------------ fitting
     def _seed(self):
@@ -229,7 +235,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
             return copy.deepcopy(other.model_).cpu()
         return _io.load_model(path)[0]
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, monitor=None):
         """Pretrain on structures, or (for formulas) just load the weights.
 
         Parameters
@@ -239,6 +245,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
             from the ``pretrained`` weights. Formulas do not train: an already
             fitted featurizer keeps its weights, an unfitted one loads ``pretrained``.
         y : ignored
+        monitor : (formulas, targets), optional
+            Held-out data for a quick probe after every pretraining epoch,
+            recorded as ``probe_mae`` in ``history_``.
 
         Returns
         -------
@@ -251,7 +260,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
                 self._set_model(self._initial_model(self._seed()))
                 self.history_ = []
             return self
-        return self._pretrain(structures)
+        return self._pretrain(structures, monitor)
 
     def _set_model(self, model):
         self.device_ = _resolve_device(self.device)
@@ -259,10 +268,11 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self.n_features_out_ = model.config["hidden_dim"] + 1
         self._fitted_from = self.pretrained
 
-    def _pretrain(self, structures):
+    def _pretrain(self, structures, monitor=None):
         import torch
 
         from .graphs import build_structure_graphs
+        from .training import HeldOutProbe
 
         if len(structures) < 2:
             raise ValueError(f"contrastive pretraining needs at least 2 structures, got {len(structures)}")
@@ -278,7 +288,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
             self._set_model(self._initial_model(seed).add_structure_encoder())
         unique_rows = np.unique(formula_ids, return_index=True)[1]
         rng = np.random.default_rng(seed)
-        monitor = StoichiometryTable([stoich[i] for i in rng.permutation(unique_rows)[:2048]])
+        monitor_table = StoichiometryTable([stoich[i] for i in rng.permutation(unique_rows)[:2048]])
         log = None
         if self.verbose:
             def log(line):
@@ -287,7 +297,8 @@ class PolySRLFeaturizer(BaseFeaturizer):
             self.model_, table, formula_ids, graphs, epochs=self.epochs, batch_size=self.batch_size,
             lr=self.lr, n_samples=self.n_samples, beta=self.beta, grad_clip=self.grad_clip,
             pair_reduction=self.pair_reduction, objective=self.objective, device=self.device_, seed=seed,
-            monitor_table=monitor, progress=self.verbose, log=log,
+            warmup_epochs=self.warmup_epochs, monitor_table=monitor_table,
+            probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed), progress=self.verbose, log=log,
         )
         self.n_structures_ = len(structures)
         self.n_formulas_ = len(keys)

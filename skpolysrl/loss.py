@@ -27,8 +27,9 @@ def polymorph_match(formula_ids):
 
 def pair_logits(z, structures, c, d):
     """Logits (B_stoich, B_struct, J) of every (sampled stoichiometry, structure) pair."""
-    b, j, dim = z.shape
-    dist = torch.cdist(z.reshape(b * j, dim), structures).reshape(b, j, -1)
+    # ||z - s||^2 = |z|^2 + |s|^2 - 2 z.s: one matmul for all B*J x B pairs
+    sq = (z * z).sum(-1, keepdim=True) + (structures * structures).sum(-1)[None, None, :] - 2 * z @ structures.t()
+    dist = torch.sqrt(sq.clamp_min(1e-12))
     return (-c * dist + d).permute(0, 2, 1)
 
 

@@ -14,7 +14,7 @@ import torch
 from .graphs import gaussian_expansion
 from .loss import kl_to_standard_normal, pair_logits, polymorph_match, soft_contrastive_loss
 
-__all__ = ["pretrain", "encode", "embedding_diagnostics", "OBJECTIVES"]
+__all__ = ["pretrain", "encode", "embedding_diagnostics", "HeldOutProbe", "OBJECTIVES"]
 
 #: "polysrl": sampled Gaussian embeddings; "deterministic": the mean only (paper's "w/o Sampling").
 OBJECTIVES = ("polysrl", "deterministic")
@@ -53,9 +53,44 @@ def embedding_diagnostics(embeddings):
     return rank, mean_cos
 
 
+class HeldOutProbe:
+    """A quick representation check run after every pretraining epoch.
+
+    Cross-validated MAE of a small MLP (scikit-learn, standardised inputs) that
+    predicts ``targets`` from the mean embeddings of ``formulas``. Use data held
+    out from any final evaluation (e.g. DFT band gaps when the benchmark is
+    experimental band gaps): picking epochs on the test set inflates scores.
+    """
+
+    def __init__(self, formulas, targets, n_splits=3, seed=0, max_samples=2000):
+        from ._elements import known_atomic_numbers
+        from ._formula import StoichiometryTable, parse_formula
+
+        rng = np.random.default_rng(seed)
+        keep = rng.permutation(len(formulas))[:max_samples]
+        known = known_atomic_numbers()
+        self.table = StoichiometryTable([parse_formula(formulas[i], known, position=int(i)) for i in keep])
+        self.targets = np.asarray(targets, dtype=float)[keep]
+        self.n_splits = n_splits
+        self.seed = seed
+
+    def __call__(self, model, device="cpu"):
+        from sklearn.model_selection import cross_val_score
+        from sklearn.neural_network import MLPRegressor
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        mu, log_sigma = encode(model, self.table, device=device)
+        X = np.hstack([mu, log_sigma.mean(axis=1, keepdims=True)])
+        head = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(128,), max_iter=200, early_stopping=True,
+                                                            random_state=self.seed))
+        scores = cross_val_score(head, X, self.targets, cv=self.n_splits, scoring="neg_mean_absolute_error")
+        return float(-scores.mean())
+
+
 def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_samples, beta, grad_clip=2.0,
-             pair_reduction="sum", objective="polysrl", device="cpu", seed=0, monitor_table=None,
-             probe=None, progress=False, log=None):
+             pair_reduction="sum", objective="polysrl", device="cpu", seed=0, warmup_epochs=0,
+             monitor_table=None, probe=None, progress=False, log=None):
     """Train ``model`` in place on (stoichiometry, structure) pairs.
 
     Parameters
@@ -64,6 +99,11 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
     table : StoichiometryTable, one row per structure
     formula_ids : int array, equal for rows with the same formula (polymorph rule)
     graphs : StructureGraphs, one per structure
+    warmup_epochs : int, default=0
+        Epochs during which the stoichiometry encoder's mean path is frozen,
+        so the structure encoder (whose outputs start out nearly identical for
+        all crystals) first learns to tell structures apart; without it the
+        positive pairs pull every formula mean onto that one direction.
     monitor_table : StoichiometryTable, optional
         Formulas whose embeddings are checked for collapse after each epoch.
     probe : callable(model) -> float, optional
@@ -83,11 +123,14 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
     optimizer = torch.optim.Adam(params, lr=lr)
     order_rng = np.random.default_rng(seed)
     noise = torch.Generator(device=device).manual_seed(int(seed))
+    mean_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" not in name]
     history = []
     for epoch in range(epochs):
+        warming = epoch < warmup_epochs
         model.train()
         t0 = time.perf_counter()
-        sums = {"loss": 0.0, "kl": 0.0, "positive_correct": 0.0, "negative_correct": 0.0, "log_variance": 0.0}
+        sums = {"loss": 0.0, "kl": 0.0, "positive_correct": 0.0, "negative_correct": 0.0, "log_variance": 0.0,
+                "positive_pairs": 0.0}
         steps = 0
         order = order_rng.permutation(n)
         batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
@@ -114,12 +157,15 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
             else:
                 samples = mu[:, None, :]
             logits = pair_logits(samples, structures, model.c, model.d)
-            idx_t = torch.as_tensor(idx, device=device)
-            loss, stats = soft_contrastive_loss(logits, polymorph_match(formula_ids[idx_t]), pair_reduction)
+            match = polymorph_match(formula_ids[torch.as_tensor(idx, device=device)])
+            loss, stats = soft_contrastive_loss(logits, match, pair_reduction)
             kl = kl_to_standard_normal(mu, log_sigma).mean()
             total = loss + beta * kl if objective == "polysrl" else loss
             optimizer.zero_grad(set_to_none=True)
             total.backward()
+            if warming:  # Adam skips parameters without a gradient
+                for p in mean_path:
+                    p.grad = None
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
@@ -128,6 +174,7 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
             sums["kl"] += float(kl.detach())
             sums["positive_correct"] += stats["positive_correct"]
             sums["negative_correct"] += stats["negative_correct"]
+            sums["positive_pairs"] += float(match.sum())
             sums["log_variance"] += float((2 * log_sigma.detach()).mean())
         record = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in sums.items()}}
         record["mean_uncertainty"] = float(np.exp(record["log_variance"]))
@@ -137,7 +184,7 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
             mu_m, _ = encode(model, monitor_table, device=device)
             record["effective_rank"], record["mean_cosine"] = embedding_diagnostics(mu_m)
         if probe is not None:
-            record["probe_mae"] = float(probe(model))
+            record["probe_mae"] = float(probe(model, device=device))
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if log is not None:

@@ -1,0 +1,133 @@
+"""The ``skpolysrl`` command line: pretrain a model, featurize a table of formulas."""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _read_table(path):
+    import pandas as pd
+
+    if str(path).endswith((".xlsx", ".xls")):
+        return pd.read_excel(path)
+    if str(path).endswith(".parquet"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def _structures(source, limit):
+    from .datasets import load_mp_structures, read_structures_jsonl
+
+    if source == "bundled":
+        return load_mp_structures(limit=limit)
+    return read_structures_jsonl(source, limit=limit)
+
+
+def cmd_pretrain(args):
+    import numpy as np
+
+    from .featurizer import PolySRLFeaturizer
+
+    data = _structures(args.structures, args.limit)
+    if args.subsample and args.subsample < len(data):
+        data = data.sample(args.subsample, random_state=args.seed).reset_index(drop=True)
+    monitor = None
+    if args.monitor:
+        table = _read_table(args.monitor)
+        monitor = (table[args.monitor_formula_col].tolist(), table[args.monitor_target_col].to_numpy(dtype=float))
+    f = PolySRLFeaturizer(
+        pretrained=None if args.init == "none" else args.init, objective=args.objective, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, n_samples=args.n_samples, beta=args.beta, device=args.device,
+        random_state=args.seed, verbose=not args.quiet, pair_reduction=args.pair_reduction,
+        warmup_epochs=args.warmup_epochs, c_init=args.c_init, d_init=args.d_init, graph_cache=args.graph_cache,
+    )
+    t0 = time.perf_counter()
+    f.fit(data, monitor=monitor)
+    f.save(args.out)
+    if args.history:
+        with open(args.history, "w") as fh:
+            json.dump({"command": " ".join(sys.argv), "seconds": time.perf_counter() - t0,
+                       "n_structures": len(data), "params": f.get_params(), "history": f.history_}, fh, indent=1,
+                      default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
+    print(f"wrote {args.out} ({len(data)} structures, {args.epochs} epochs, {time.perf_counter() - t0:.0f} s)")
+
+
+def cmd_featurize(args):
+    from .featurizer import PolySRLFeaturizer
+
+    table = _read_table(args.input)
+    if args.formula_col not in table.columns:
+        raise SystemExit(f"error: no column {args.formula_col!r} in {args.input}; columns: {list(table.columns)}")
+    f = PolySRLFeaturizer(pretrained=None if args.model == "none" else args.model, verbose=False,
+                          transform_batch_size=args.batch_size, random_state=0)
+    f.fit(["H"])
+    out = f.featurize_dataframe(table, args.formula_col, ignore_errors=args.ignore_errors, pbar=args.progress)
+    if args.out.endswith(".parquet"):
+        out.to_parquet(args.out)
+    else:
+        out.to_csv(args.out, index=False)
+    print(f"wrote {args.out}: {len(out)} rows x {len(f.feature_labels())} PolySRL features")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="skpolysrl",
+        description="PolySRL stoichiometry representations: pretrain on crystal structures, featurize formulas.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pre = sub.add_parser("pretrain", help="pretrain a PolySRL model on crystal structures",
+                         description="Contrastive pretraining on (formula, structure) pairs; writes a model file.")
+    pre.add_argument("--structures", default="bundled",
+                     help="'bundled' (6,317 MP structures) or a JSON-lines(.gz) file of structures")
+    pre.add_argument("--limit", type=int, help="read only the first N structures")
+    pre.add_argument("--subsample", type=int, help="train on a random sample of N structures (seeded)")
+    pre.add_argument("--init", default="none", help="'none' (random), 'default' or a model file to start from")
+    pre.add_argument("--objective", default="polysrl", choices=["polysrl", "deterministic"])
+    pre.add_argument("--epochs", type=int, default=100)
+    pre.add_argument("--batch-size", type=int, default=256)
+    pre.add_argument("--lr", type=float, default=5e-5)
+    pre.add_argument("--n-samples", type=int, default=8)
+    pre.add_argument("--beta", type=float, default=1e-8)
+    pre.add_argument("--pair-reduction", default="sum", choices=["sum", "mean", "balanced"])
+    pre.add_argument("--warmup-epochs", type=int, default=0)
+    pre.add_argument("--c-init", type=float, default=20.0)
+    pre.add_argument("--d-init", type=float, default=20.0)
+    pre.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--graph-cache", help=".npz file caching structure graphs between runs")
+    pre.add_argument("--monitor", help="CSV of held-out formulas + targets for a per-epoch probe")
+    pre.add_argument("--monitor-formula-col", default="formula")
+    pre.add_argument("--monitor-target-col", default="target")
+    pre.add_argument("--history", help="write the per-epoch history as JSON here")
+    pre.add_argument("--out", required=True, help="model file to write (.pt)")
+    pre.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    pre.set_defaults(func=cmd_pretrain)
+
+    fea = sub.add_parser("featurize", help="add PolySRL features to a table of formulas",
+                         description="Reads CSV/XLSX/Parquet, writes the table plus 201 feature columns.")
+    fea.add_argument("--model", default="default", help="'default' (shipped), 'none' (random) or a model file")
+    fea.add_argument("--input", required=True)
+    fea.add_argument("--formula-col", default="formula")
+    fea.add_argument("--out", required=True, help="output .csv or .parquet")
+    fea.add_argument("--batch-size", type=int, default=4096, help="formulas per forward pass")
+    fea.add_argument("--ignore-errors", action="store_true", help="NaN rows for invalid formulas instead of failing")
+    fea.add_argument("--progress", action="store_true")
+    fea.set_defaults(func=cmd_featurize)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (OSError, ValueError) as exc:
+        print(f"skpolysrl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
