@@ -102,7 +102,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         ``None`` = random initialisation (seeded by ``random_state``), or a path
         to a model file written by :meth:`save` (``.pt``) or a joblib dump of a
         fitted featurizer (a pickle: load only files you trust).
-    objective : {"polysrl", "deterministic"}, default="polysrl"
+    objective : {"polysrl", "deterministic", "infomax"}, default="polysrl"
         ``"deterministic"`` is the paper's "w/o Sampling" ablation.
     epochs : int, default=100
     batch_size : int, default=256
@@ -137,6 +137,11 @@ class PolySRLFeaturizer(BaseFeaturizer):
         First epochs train only the structure encoder, the variance path and
         c, d, against frozen formula means (a counter-measure to the collapse
         described in docs/method.md; 0 = the paper's recipe).
+    log_sigma_init : float or None, default=None
+        Initial bias of the log-sigma head (``pretrained=None`` only); None keeps
+        PyTorch's default initialisation (sigma ~ 1), as the paper.
+    threshold_lr : float or None, default=None
+        Learning rate of the match scale c and shift d; None = ``lr``.
 
     Attributes
     ----------
@@ -171,12 +176,15 @@ class PolySRLFeaturizer(BaseFeaturizer):
         "transform_batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "ignore_errors": ["boolean"],
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "log_sigma_init": [None, numbers.Real],
+        "threshold_lr": [None, Interval(numbers.Real, 0, None, closed="neither")],
     }
 
     def __init__(self, pretrained="default", objective="polysrl", epochs=100, batch_size=256, lr=5e-5,
                  n_samples=8, beta=1e-8, device="auto", random_state=None, verbose=True, grad_clip=2.0,
                  pair_reduction="sum", c_init=20.0, d_init=20.0, hidden_dim=200, graph_cache=None,
-                 transform_batch_size=4096, ignore_errors=False, warmup_epochs=0):
+                 transform_batch_size=4096, ignore_errors=False, warmup_epochs=0, log_sigma_init=None,
+                 threshold_lr=None):
         self.pretrained = pretrained
         self.objective = objective
         self.epochs = epochs
@@ -196,6 +204,8 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self.transform_batch_size = transform_batch_size
         self.ignore_errors = ignore_errors
         self.warmup_epochs = warmup_epochs
+        self.log_sigma_init = log_sigma_init
+        self.threshold_lr = threshold_lr
 
     # ------------------------------------------------------------------ fitting
     def _seed(self):
@@ -214,7 +224,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 return PolySRLModel(matscholar_table(), hidden_dim=self.hidden_dim, c_init=self.c_init,
-                                    d_init=self.d_init)
+                                    d_init=self.d_init, log_sigma_init=self.log_sigma_init)
         if source == "default":
             path = default_model_path()
             if not path.is_file():
@@ -297,7 +307,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
             self.model_, table, formula_ids, graphs, epochs=self.epochs, batch_size=self.batch_size,
             lr=self.lr, n_samples=self.n_samples, beta=self.beta, grad_clip=self.grad_clip,
             pair_reduction=self.pair_reduction, objective=self.objective, device=self.device_, seed=seed,
-            warmup_epochs=self.warmup_epochs, monitor_table=monitor_table,
+            warmup_epochs=self.warmup_epochs, threshold_lr=self.threshold_lr, monitor_table=monitor_table,
             probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed), progress=self.verbose, log=log,
         )
         self.n_structures_ = len(structures)

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["polymorph_match", "soft_contrastive_loss", "kl_to_standard_normal", "PAIR_REDUCTIONS"]
+__all__ = ["polymorph_match", "soft_contrastive_loss", "nt_xent_loss", "kl_to_standard_normal", "PAIR_REDUCTIONS"]
 
 #: How the B x B pair losses become one number.
 #: "sum": the paper's sum over all pairs. "mean": their mean.
@@ -64,7 +64,31 @@ def soft_contrastive_loss(logits, match, reduction="sum"):
         correct = (logits > 0) == match[..., None]
         pos = correct[match].float().mean().item()
         neg = correct[~match].float().mean().item() if (~match).any() else float("nan")
-    return loss, {"positive_correct": pos, "negative_correct": neg}
+    return loss, {"positive_correct": pos, "negative_correct": neg, "retrieval": retrieval_accuracy(logits.mean(-1), match)}
+
+
+def retrieval_accuracy(scores, match):
+    """Fraction of rows whose highest-scoring column is a positive (chance ~ 1/B)."""
+    with torch.no_grad():
+        return match.gather(1, scores.argmax(dim=1, keepdim=True)).float().mean().item()
+
+
+def nt_xent_loss(a, b, match, temperature=0.2):
+    """NT-Xent (InfoNCE) between L2-normalised rows of ``a`` and ``b`` (3D Infomax).
+
+    Row i of ``a`` is the positive of row i of ``b``; other same-formula rows
+    (polymorphs) are left out of the denominators rather than treated as negatives.
+    Averaged over both directions.
+    """
+    a = F.normalize(a, dim=-1)
+    b = F.normalize(b, dim=-1)
+    sim = a @ b.t() / temperature
+    eye = torch.eye(len(a), dtype=torch.bool, device=a.device)
+    sim = sim.masked_fill(match & ~eye, float("-inf"))
+    loss = 0.5 * (F.cross_entropy(sim, torch.arange(len(a), device=a.device))
+                  + F.cross_entropy(sim.t(), torch.arange(len(a), device=a.device)))
+    return loss, {"positive_correct": float("nan"), "negative_correct": float("nan"),
+                  "retrieval": retrieval_accuracy(sim, eye)}
 
 
 def kl_to_standard_normal(mu, log_sigma):

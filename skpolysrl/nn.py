@@ -86,7 +86,7 @@ class StoichiometryEncoder(nn.Module):
     log sigma = Linear(Set2Set_sigma(h)) + s, with s the fraction-weighted sum.
     """
 
-    def __init__(self, element_table, hidden_dim=200, n_layers=3, set2set_steps=2):
+    def __init__(self, element_table, hidden_dim=200, n_layers=3, set2set_steps=2, log_sigma_init=None):
         super().__init__()
         pyg = import_torch_geometric()
         element_table = torch.tensor(np.array(element_table, dtype=np.float32))
@@ -102,6 +102,8 @@ class StoichiometryEncoder(nn.Module):
         self.set2set_sigma = pyg.nn.Set2Set(hidden_dim, processing_steps=set2set_steps)
         self.lin_mu = nn.Linear(2 * hidden_dim, hidden_dim)
         self.lin_sigma = nn.Linear(2 * hidden_dim, hidden_dim)
+        if log_sigma_init is not None:  # start with small variances: samples near the mean, not noise
+            nn.init.constant_(self.lin_sigma.bias, float(log_sigma_init))
 
     def node_embeddings(self, atomic_numbers, weights, edge_index):
         """Fraction-weighted element representations, (n_nodes, hidden_dim)."""
@@ -129,13 +131,16 @@ class PolySRLModel(nn.Module):
     """
 
     def __init__(self, element_table, hidden_dim=200, stoichiometry_layers=3, structure_layers=3,
-                 set2set_steps=2, n_gaussians=41, c_init=20.0, d_init=20.0, with_structure_encoder=True):
+                 set2set_steps=2, n_gaussians=41, c_init=20.0, d_init=20.0, log_sigma_init=None,
+                 with_structure_encoder=True):
         super().__init__()
         self.config = dict(
             hidden_dim=hidden_dim, stoichiometry_layers=stoichiometry_layers, structure_layers=structure_layers,
             set2set_steps=set2set_steps, n_gaussians=n_gaussians, c_init=c_init, d_init=d_init,
+            log_sigma_init=log_sigma_init,
         )
-        self.stoichiometry = StoichiometryEncoder(element_table, hidden_dim, stoichiometry_layers, set2set_steps)
+        self.stoichiometry = StoichiometryEncoder(element_table, hidden_dim, stoichiometry_layers, set2set_steps,
+                                                  log_sigma_init)
         self.structure = StructureEncoder(hidden_dim, structure_layers, n_gaussians) if with_structure_encoder else None
         self.c = nn.Parameter(torch.tensor(float(c_init)))
         self.d = nn.Parameter(torch.tensor(float(d_init)))

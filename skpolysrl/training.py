@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from .graphs import gaussian_expansion
-from .loss import kl_to_standard_normal, pair_logits, polymorph_match, soft_contrastive_loss
+from .loss import kl_to_standard_normal, nt_xent_loss, pair_logits, polymorph_match, soft_contrastive_loss
 
 __all__ = ["pretrain", "encode", "embedding_diagnostics", "HeldOutProbe", "OBJECTIVES"]
 
-#: "polysrl": sampled Gaussian embeddings; "deterministic": the mean only (paper's "w/o Sampling").
-OBJECTIVES = ("polysrl", "deterministic")
+#: "polysrl": sampled Gaussian embeddings; "deterministic": the mean only (paper's "w/o Sampling");
+#: "infomax": NT-Xent (temperature 0.2) between formula mean and structure (3D Infomax baseline).
+OBJECTIVES = ("polysrl", "deterministic", "infomax")
 
 
 def _stoich_tensors(table, indices, device):
@@ -56,13 +57,13 @@ def embedding_diagnostics(embeddings):
 class HeldOutProbe:
     """A quick representation check run after every pretraining epoch.
 
-    Cross-validated MAE of a small MLP (scikit-learn, standardised inputs) that
-    predicts ``targets`` from the mean embeddings of ``formulas``. Use data held
+    Cross-validated MAE of the paper's probe head (:class:`~skpolysrl.evaluation.MLPHeadRegressor`,
+    fewer epochs) predicting ``targets`` from the embeddings of ``formulas``. Use data held
     out from any final evaluation (e.g. DFT band gaps when the benchmark is
     experimental band gaps): picking epochs on the test set inflates scores.
     """
 
-    def __init__(self, formulas, targets, n_splits=3, seed=0, max_samples=2000):
+    def __init__(self, formulas, targets, n_splits=3, seed=0, max_samples=2000, epochs=60):
         from ._elements import known_atomic_numbers
         from ._formula import StoichiometryTable, parse_formula
 
@@ -73,23 +74,19 @@ class HeldOutProbe:
         self.targets = np.asarray(targets, dtype=float)[keep]
         self.n_splits = n_splits
         self.seed = seed
+        self.epochs = epochs
 
     def __call__(self, model, device="cpu"):
-        from sklearn.model_selection import cross_val_score
-        from sklearn.neural_network import MLPRegressor
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        from .evaluation import MLPHeadRegressor, cross_validate_probe
 
         mu, log_sigma = encode(model, self.table, device=device)
         X = np.hstack([mu, log_sigma.mean(axis=1, keepdims=True)])
-        head = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(128,), max_iter=200, early_stopping=True,
-                                                            random_state=self.seed))
-        scores = cross_val_score(head, X, self.targets, cv=self.n_splits, scoring="neg_mean_absolute_error")
-        return float(-scores.mean())
+        head = MLPHeadRegressor(epochs=self.epochs, random_state=self.seed)
+        return cross_validate_probe(X, self.targets, estimator=head, n_splits=self.n_splits, seed=self.seed)["mae_mean"]
 
 
 def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_samples, beta, grad_clip=2.0,
-             pair_reduction="sum", objective="polysrl", device="cpu", seed=0, warmup_epochs=0,
+             pair_reduction="sum", objective="polysrl", device="cpu", seed=0, warmup_epochs=0, threshold_lr=None,
              monitor_table=None, probe=None, progress=False, log=None):
     """Train ``model`` in place on (stoichiometry, structure) pairs.
 
@@ -104,6 +101,8 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
         so the structure encoder (whose outputs start out nearly identical for
         all crystals) first learns to tell structures apart; without it the
         positive pairs pull every formula mean onto that one direction.
+    threshold_lr : float, optional
+        Learning rate of the match scale c and shift d (default: ``lr``).
     monitor_table : StoichiometryTable, optional
         Formulas whose embeddings are checked for collapse after each epoch.
     probe : callable(model) -> float, optional
@@ -120,7 +119,11 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
     n = len(table)
     formula_ids = torch.as_tensor(np.asarray(formula_ids), dtype=torch.long, device=device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    match_params = [model.c, model.d]
+    others = [p for p in params if all(p is not q for q in match_params)]
+    optimizer = torch.optim.Adam(
+        [{"params": others}, {"params": match_params, "lr": lr if threshold_lr is None else threshold_lr}], lr=lr
+    )
     order_rng = np.random.default_rng(seed)
     noise = torch.Generator(device=device).manual_seed(int(seed))
     mean_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" not in name]
@@ -130,7 +133,7 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
         model.train()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "kl": 0.0, "positive_correct": 0.0, "negative_correct": 0.0, "log_variance": 0.0,
-                "positive_pairs": 0.0}
+                "positive_pairs": 0.0, "retrieval": 0.0}
         steps = 0
         order = order_rng.permutation(n)
         batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
@@ -151,14 +154,17 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
                 torch.as_tensor(batch, device=device),
                 len(idx),
             )
-            if objective == "polysrl":
-                eps = torch.randn((len(idx), n_samples, mu.shape[1]), generator=noise, device=device)
-                samples = mu[:, None, :] + eps * torch.exp(log_sigma)[:, None, :]
-            else:
-                samples = mu[:, None, :]
-            logits = pair_logits(samples, structures, model.c, model.d)
             match = polymorph_match(formula_ids[torch.as_tensor(idx, device=device)])
-            loss, stats = soft_contrastive_loss(logits, match, pair_reduction)
+            if objective == "infomax":
+                loss, stats = nt_xent_loss(mu, structures, match)
+            else:
+                if objective == "polysrl":
+                    eps = torch.randn((len(idx), n_samples, mu.shape[1]), generator=noise, device=device)
+                    samples = mu[:, None, :] + eps * torch.exp(log_sigma)[:, None, :]
+                else:
+                    samples = mu[:, None, :]
+                logits = pair_logits(samples, structures, model.c, model.d)
+                loss, stats = soft_contrastive_loss(logits, match, pair_reduction)
             kl = kl_to_standard_normal(mu, log_sigma).mean()
             total = loss + beta * kl if objective == "polysrl" else loss
             optimizer.zero_grad(set_to_none=True)
@@ -174,6 +180,7 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
             sums["kl"] += float(kl.detach())
             sums["positive_correct"] += stats["positive_correct"]
             sums["negative_correct"] += stats["negative_correct"]
+            sums["retrieval"] += stats["retrieval"]
             sums["positive_pairs"] += float(match.sum())
             sums["log_variance"] += float((2 * log_sigma.detach()).mean())
         record = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in sums.items()}}

@@ -1,5 +1,7 @@
 """End-to-end: pretrain on real bundled structures, featurize real formulas."""
 
+import copy
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -89,8 +91,11 @@ def test_fit_on_formulas_does_not_train(trained, model_path):
     assert f.history_ == []
     np.testing.assert_array_equal(f.transform(FORMULAS), trained.transform(FORMULAS))
     # an already fitted featurizer keeps its trained weights when refit on formulas
-    g = clone(trained).set_params(epochs=1)
-    g.fit(trained._fit_data_for_test if hasattr(trained, "_fit_data_for_test") else FORMULAS)
+    g = copy.deepcopy(trained)
+    g.fit(["NaCl", "KBr"])
+    assert g.history_ == trained.history_
+    np.testing.assert_array_equal(g.transform(FORMULAS), trained.transform(FORMULAS))
+    # random init is seeded: same random_state, same weights, whatever the formulas
     r1 = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False).fit(FORMULAS).transform(FORMULAS)
     r2 = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False).fit(["NaCl"]).transform(FORMULAS)
     np.testing.assert_array_equal(r1, r2)
@@ -183,3 +188,20 @@ def test_invalid_parameters_are_rejected(mp_small):
         PolySRLFeaturizer(pretrained=None, objective="magic").fit(mp_small.head(4))
     with pytest.raises(ValueError, match="batch_size"):
         PolySRLFeaturizer(pretrained=None, batch_size=1).fit(mp_small.head(4))
+
+
+@pytest.mark.parametrize("objective", ["deterministic", "infomax"])
+def test_other_objectives_train_and_change_the_encoder(mp_small, objective):
+    kw = dict(pretrained=None, epochs=1, batch_size=64, lr=5e-4, random_state=0, verbose=False, device="cpu")
+    before = PolySRLFeaturizer(**kw).fit(FORMULAS).transform(FORMULAS)
+    f = PolySRLFeaturizer(objective=objective, **kw).fit(mp_small.head(128))
+    assert np.isfinite(f.history_[0]["loss"]) and 0 <= f.history_[0]["retrieval"] <= 1
+    assert not np.allclose(f.transform(FORMULAS)[:, :200], before[:, :200])
+
+
+def test_warmup_freezes_the_formula_means(mp_small):
+    kw = dict(pretrained=None, batch_size=64, lr=5e-4, random_state=0, verbose=False, device="cpu")
+    before = PolySRLFeaturizer(**kw).fit(FORMULAS).transform(FORMULAS)
+    warm = PolySRLFeaturizer(epochs=1, warmup_epochs=1, **kw).fit(mp_small.head(128))
+    np.testing.assert_array_equal(warm.transform(FORMULAS)[:, :200], before[:, :200])  # means untouched
+    assert not np.array_equal(warm.transform(FORMULAS)[:, -1], before[:, -1])  # variances trained
