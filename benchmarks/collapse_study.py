@@ -46,6 +46,7 @@ def main():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--threshold-lr", type=float, default=None)
     p.add_argument("--objective", default="polysrl")
+    p.add_argument("--alignment-weight", type=float, default=0.0)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--tag", default="run")
     p.add_argument("--out", default=os.path.join(HERE, "results", "collapse_study.jsonl"))
@@ -64,7 +65,7 @@ def main():
     base = quick_band_gap_mae(untrained, band_gap)
     t0 = time.perf_counter()
     f = PolySRLFeaturizer(pretrained=None, epochs=a.epochs, lr=a.lr, warmup_epochs=a.warmup_epochs,
-                          pair_reduction=a.pair_reduction, c_init=a.c_init, log_sigma_init=a.log_sigma_init, threshold_lr=a.threshold_lr, objective=a.objective, d_init=a.d_init,
+                          pair_reduction=a.pair_reduction, c_init=a.c_init, log_sigma_init=a.log_sigma_init, threshold_lr=a.threshold_lr, objective=a.objective, alignment_weight=a.alignment_weight, d_init=a.d_init,
                           batch_size=a.batch_size, random_state=0, verbose=True, graph_cache="/tmp/mp_graphs_%s.npz" % (a.limit or "all"))
     f.fit(data, monitor=(mp_gap.formula.tolist(), mp_gap.target.to_numpy()))
     for r in f.history_:

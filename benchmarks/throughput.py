@@ -46,6 +46,7 @@ def main():
     p.add_argument("--epochs", type=int, default=1)
     a = p.parse_args()
 
+    load0 = os.getloadavg()[0]
     data = load_mp_structures()
     sample = list(data.structure[: a.n_graphs])
     t = time.perf_counter()
@@ -68,7 +69,8 @@ def main():
         "# Throughput (CPU)",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads. Command: `python benchmarks/throughput.py --epochs {a.epochs}`.",
+        f"{torch.get_num_threads()} threads, load average before/after "
+        f"{load0:.1f}/{os.getloadavg()[0]:.1f}. Command: `python benchmarks/throughput.py --epochs {a.epochs}`.",
         "",
         "| what | skpolysrl | reference | ratio |",
         "|---|---|---|---|",

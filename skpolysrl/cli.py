@@ -42,6 +42,8 @@ def cmd_pretrain(args):
         batch_size=args.batch_size, lr=args.lr, n_samples=args.n_samples, beta=args.beta, device=args.device,
         random_state=args.seed, verbose=not args.quiet, pair_reduction=args.pair_reduction,
         warmup_epochs=args.warmup_epochs, c_init=args.c_init, d_init=args.d_init, graph_cache=args.graph_cache,
+        log_sigma_init=args.log_sigma_init, threshold_lr=args.threshold_lr, alignment_weight=args.alignment_weight,
+        keep_best=args.keep_best,
     )
     t0 = time.perf_counter()
     f.fit(data, monitor=monitor)
@@ -85,7 +87,7 @@ def build_parser():
     pre.add_argument("--limit", type=int, help="read only the first N structures")
     pre.add_argument("--subsample", type=int, help="train on a random sample of N structures (seeded)")
     pre.add_argument("--init", default="none", help="'none' (random), 'default' or a model file to start from")
-    pre.add_argument("--objective", default="polysrl", choices=["polysrl", "deterministic"])
+    pre.add_argument("--objective", default="polysrl", choices=["polysrl", "deterministic", "infomax"])
     pre.add_argument("--epochs", type=int, default=100)
     pre.add_argument("--batch-size", type=int, default=256)
     pre.add_argument("--lr", type=float, default=5e-5)
@@ -94,6 +96,12 @@ def build_parser():
     pre.add_argument("--pair-reduction", default="sum", choices=["sum", "mean", "balanced"])
     pre.add_argument("--warmup-epochs", type=int, default=0)
     pre.add_argument("--c-init", type=float, default=20.0)
+    pre.add_argument("--log-sigma-init", type=float, help="initial bias of the log-sigma head (default: PyTorch's)")
+    pre.add_argument("--threshold-lr", type=float, help="learning rate of c and d (default: --lr)")
+    pre.add_argument("--alignment-weight", type=float, default=0.0,
+                     help="weight of an auxiliary NT-Xent term between formula means and structures")
+    pre.add_argument("--keep-best", action="store_true",
+                     help="with --monitor: keep the epoch with the best held-out probe (early stopping)")
     pre.add_argument("--d-init", type=float, default=20.0)
     pre.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     pre.add_argument("--seed", type=int, default=0)

@@ -142,6 +142,15 @@ class PolySRLFeaturizer(BaseFeaturizer):
         PyTorch's default initialisation (sigma ~ 1), as the paper.
     threshold_lr : float or None, default=None
         Learning rate of the match scale c and shift d; None = ``lr``.
+    alignment_weight : float, default=0.0
+        Weight of an auxiliary NT-Xent term between formula means and their
+        structures (0 = the paper's loss alone); see docs/method.md.
+    keep_best : bool, default=False
+        With ``fit(..., monitor=...)``: keep the weights of the epoch with the
+        best held-out probe (the initial weights included), i.e. early stopping.
+    variance_only : bool, default=False
+        Train only the variance path and c, d (means and structure encoder
+        frozen): calibrates uncertainties of an already trained mean.
 
     Attributes
     ----------
@@ -178,13 +187,17 @@ class PolySRLFeaturizer(BaseFeaturizer):
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "log_sigma_init": [None, numbers.Real],
         "threshold_lr": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "alignment_weight": [Interval(numbers.Real, 0, None, closed="left")],
+        "keep_best": ["boolean"],
+        "variance_only": ["boolean"],
     }
 
     def __init__(self, pretrained="default", objective="polysrl", epochs=100, batch_size=256, lr=5e-5,
                  n_samples=8, beta=1e-8, device="auto", random_state=None, verbose=True, grad_clip=2.0,
                  pair_reduction="sum", c_init=20.0, d_init=20.0, hidden_dim=200, graph_cache=None,
                  transform_batch_size=4096, ignore_errors=False, warmup_epochs=0, log_sigma_init=None,
-                 threshold_lr=None):
+                 threshold_lr=None, alignment_weight=0.0, keep_best=False,
+                 variance_only=False):
         self.pretrained = pretrained
         self.objective = objective
         self.epochs = epochs
@@ -206,6 +219,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self.warmup_epochs = warmup_epochs
         self.log_sigma_init = log_sigma_init
         self.threshold_lr = threshold_lr
+        self.alignment_weight = alignment_weight
+        self.keep_best = keep_best
+        self.variance_only = variance_only
 
     # ------------------------------------------------------------------ fitting
     def _seed(self):
@@ -307,7 +323,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
             self.model_, table, formula_ids, graphs, epochs=self.epochs, batch_size=self.batch_size,
             lr=self.lr, n_samples=self.n_samples, beta=self.beta, grad_clip=self.grad_clip,
             pair_reduction=self.pair_reduction, objective=self.objective, device=self.device_, seed=seed,
-            warmup_epochs=self.warmup_epochs, threshold_lr=self.threshold_lr, monitor_table=monitor_table,
+            warmup_epochs=self.warmup_epochs, threshold_lr=self.threshold_lr,
+            alignment_weight=self.alignment_weight, keep_best=self.keep_best,
+            variance_only=self.variance_only, monitor_table=monitor_table,
             probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed), progress=self.verbose, log=log,
         )
         self.n_structures_ = len(structures)

@@ -6,6 +6,7 @@ negative pairs on the right side of the match threshold, the effective rank
 and mean cosine of formula embeddings, and optionally a held-out probe score.
 """
 
+import copy
 import time
 
 import numpy as np
@@ -87,6 +88,7 @@ class HeldOutProbe:
 
 def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_samples, beta, grad_clip=2.0,
              pair_reduction="sum", objective="polysrl", device="cpu", seed=0, warmup_epochs=0, threshold_lr=None,
+             alignment_weight=0.0, keep_best=False, variance_only=False,
              monitor_table=None, probe=None, progress=False, log=None):
     """Train ``model`` in place on (stoichiometry, structure) pairs.
 
@@ -103,6 +105,18 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
         positive pairs pull every formula mean onto that one direction.
     threshold_lr : float, optional
         Learning rate of the match scale c and shift d (default: ``lr``).
+    alignment_weight : float, default=0.0
+        Weight of an auxiliary NT-Xent term (temperature 0.2) between formula
+        means and their structures, added to the soft contrastive loss. Being
+        relative (a positive must beat the batch's negatives), it cannot be
+        satisfied by moving all structures away from all formulas, the
+        failure of the plain loss on small corpora.
+    variance_only : bool, default=False
+        Train only the variance path (Set2Set_sigma, Linear_sigma) and c, d:
+        fits uncertainties to the polymorphs around fixed mean embeddings.
+    keep_best : bool, default=False
+        With ``probe``: restore the weights of the epoch (the initial weights
+        count as epoch 0) with the lowest probe MAE.
     monitor_table : StoichiometryTable, optional
         Formulas whose embeddings are checked for collapse after each epoch.
     probe : callable(model) -> float, optional
@@ -118,7 +132,10 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     n = len(table)
     formula_ids = torch.as_tensor(np.asarray(formula_ids), dtype=torch.long, device=device)
-    params = [p for p in model.parameters() if p.requires_grad]
+    if variance_only:
+        params = [p for n, p in model.stoichiometry.named_parameters() if "sigma" in n] + [model.c, model.d]
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
     match_params = [model.c, model.d]
     others = [p for p in params if all(p is not q for q in match_params)]
     optimizer = torch.optim.Adam(
@@ -128,6 +145,11 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
     noise = torch.Generator(device=device).manual_seed(int(seed))
     mean_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" not in name]
     history = []
+    best = None
+    if probe is not None and keep_best:
+        best = (float(probe(model, device=device)), 0, copy.deepcopy(model.state_dict()))
+        if log is not None:
+            log(f"epoch=0 probe_mae={best[0]:.4g}")
     for epoch in range(epochs):
         warming = epoch < warmup_epochs
         model.train()
@@ -148,12 +170,13 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
             mu, log_sigma = model.stoichiometry(z, w, s_edges, s_batch, len(idx))
             edge_index, dist, batch = graphs.collate(idx)
             dist = torch.as_tensor(dist, device=device)
-            structures = model.structure(
-                gaussian_expansion(dist),
-                torch.as_tensor(edge_index, device=device),
-                torch.as_tensor(batch, device=device),
-                len(idx),
-            )
+            with torch.set_grad_enabled(not variance_only):  # frozen encoder: skip its backward
+                structures = model.structure(
+                    gaussian_expansion(dist),
+                    torch.as_tensor(edge_index, device=device),
+                    torch.as_tensor(batch, device=device),
+                    len(idx),
+                )
             match = polymorph_match(formula_ids[torch.as_tensor(idx, device=device)])
             if objective == "infomax":
                 loss, stats = nt_xent_loss(mu, structures, match)
@@ -165,6 +188,8 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
                     samples = mu[:, None, :]
                 logits = pair_logits(samples, structures, model.c, model.d)
                 loss, stats = soft_contrastive_loss(logits, match, pair_reduction)
+                if alignment_weight:
+                    loss = loss + alignment_weight * nt_xent_loss(mu, structures, match)[0]
             kl = kl_to_standard_normal(mu, log_sigma).mean()
             total = loss + beta * kl if objective == "polysrl" else loss
             optimizer.zero_grad(set_to_none=True)
@@ -194,7 +219,15 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
             record["probe_mae"] = float(probe(model, device=device))
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
+        if best is not None and record["probe_mae"] < best[0]:
+            best = (record["probe_mae"], epoch + 1, copy.deepcopy(model.state_dict()))
         if log is not None:
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    if best is not None:
+        model.load_state_dict(best[2])
+        for record in history:
+            record["kept"] = record["epoch"] == best[1]
+        if log is not None:
+            log(f"kept the weights of epoch {best[1]} (probe MAE {best[0]:.4g})")
     model.eval()
     return history
