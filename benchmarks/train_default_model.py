@@ -9,11 +9,14 @@ Why not the paper's recipe: on corpora of this size, the paper's soft contrastiv
 (sum over B x B pairs) collapses the formula embeddings (docs/method.md, "Measured
 here"). The shipped recipe trains in two stages:
 
-1. Alignment: the stoichiometry encoder's mean and the structure encoder are trained with
-   NT-Xent (temperature 0.2; same-formula rows are not negatives), a relative objective
-   that cannot be met by pushing all structures away from all formulas. The epoch with
-   the best held-out probe (DFT band gaps of 2,000 MP formulas, never the benchmark's
-   experimental band gaps) is kept, the initial weights included.
+1. Alignment with NT-Xent (temperature 0.2; same-formula rows are not negatives), a
+   relative objective that cannot be met by pushing all structures away from all
+   formulas. (a) Warm-up: formula means frozen, lr 5e-4: the structure encoder, whose
+   outputs start nearly identical, learns to place crystals among the formulas.
+   (b) Joint, lr 5e-5: the epoch with the best held-out probe (DFT band gaps of 2,000 MP
+   formulas, never the benchmark's experimental band gaps) is kept, the warm-up's
+   weights included. Without the warm-up and at lr 5e-4 the held-out probe got worse
+   every epoch (0.688 -> 0.714 -> 0.737 -> 0.762) while retrieval rose to 14 %.
 2. Variance: with means and structure encoder frozen, PolySRL's own soft contrastive loss
    (J = 8 samples, polymorph rule, KL with beta = 1e-8, positive and negative pairs
    weighted equally) fits the variance path and c, d, so the uncertainty is PolySRL's.
@@ -72,7 +75,9 @@ def main():
                    help="'bundled' or the MP JSON-lines corpus")
     p.add_argument("--n-structures", type=int, default=20000)
     p.add_argument("--max-sites", type=int, default=16)
-    p.add_argument("--align-epochs", type=int, default=12)
+    p.add_argument("--warmup-epochs", type=int, default=4)
+    p.add_argument("--align-epochs", type=int, default=6)
+    p.add_argument("--align-lr", type=float, default=5e-5)
     p.add_argument("--variance-epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--threads", type=int, default=2)
@@ -90,28 +95,38 @@ def main():
     monitor = (mp_gap.formula.tolist(), mp_gap.target.to_numpy())
     cache = os.path.join("/tmp", f"default_model_graphs_{a.seed}_{len(data)}.npz")
 
-    stage1 = PolySRLFeaturizer(pretrained=None, objective="infomax", epochs=a.align_epochs, lr=a.lr,
-                               log_sigma_init=-3.0, keep_best=True, random_state=a.seed, device="cpu",
-                               graph_cache=cache, verbose=True)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    # 1a. warm-up: formula means frozen, the structure encoder learns to place crystals among them
+    warm = PolySRLFeaturizer(pretrained=None, objective="infomax", epochs=a.warmup_epochs,
+                             warmup_epochs=a.warmup_epochs, lr=a.lr, log_sigma_init=-3.0, random_state=a.seed,
+                             device="cpu", graph_cache=cache, verbose=True)
+    warm.fit(data, monitor=monitor)
+    tmp_warm = a.out + ".warm.pt"
+    warm.save(tmp_warm)
+    # 1b. joint alignment at the paper's learning rate, early-stopped on the held-out probe
+    stage1 = PolySRLFeaturizer(pretrained=tmp_warm, objective="infomax", epochs=a.align_epochs, lr=a.align_lr,
+                               keep_best=True, random_state=a.seed, device="cpu", graph_cache=cache, verbose=True)
     stage1.fit(data, monitor=monitor)
     tmp = a.out + ".stage1.pt"
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
     stage1.save(tmp)
     stage2 = PolySRLFeaturizer(pretrained=tmp, objective="polysrl", epochs=a.variance_epochs, lr=a.lr,
                                pair_reduction="balanced", threshold_lr=5e-2, variance_only=True,
                                random_state=a.seed, device="cpu", graph_cache=cache, verbose=True)
     stage2.fit(data, monitor=monitor)
     os.remove(tmp)
+    os.remove(tmp_warm)
     from skpolysrl._io import save_model
 
-    history = {"stage1_alignment": stage1.history_, "stage2_variance": stage2.history_}
+    history = {"stage1a_warmup": warm.history_, "stage1b_alignment": stage1.history_,
+               "stage2_variance": stage2.history_}
     save_model(stage2.model_, a.out, extra={"recipe": " ".join(sys.argv), "history": history},
                include_structure_encoder=False)
     seconds = time.perf_counter() - t0
     with open(a.log, "w") as fh:
         json.dump({"command": "python " + " ".join(sys.argv), "seconds": seconds, "n_structures": len(data),
                    "n_formulas": int(data.formula.nunique()), "threads": a.threads,
-                   "stage1_params": {k: str(v) for k, v in stage1.get_params().items()},
+                   "stage1a_params": {k: str(v) for k, v in warm.get_params().items()},
+                   "stage1b_params": {k: str(v) for k, v in stage1.get_params().items()},
                    "stage2_params": {k: str(v) for k, v in stage2.get_params().items()}, **history}, fh, indent=1)
     print(f"wrote {a.out} ({os.path.getsize(a.out) / 1e6:.1f} MB) in {seconds / 60:.1f} min", flush=True)
 
