@@ -43,7 +43,7 @@ def cmd_pretrain(args):
         random_state=args.seed, verbose=not args.quiet, pair_reduction=args.pair_reduction,
         warmup_epochs=args.warmup_epochs, c_init=args.c_init, d_init=args.d_init, graph_cache=args.graph_cache,
         log_sigma_init=args.log_sigma_init, threshold_lr=args.threshold_lr, alignment_weight=args.alignment_weight,
-        keep_best=args.keep_best,
+        keep_best=args.keep_best, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
     )
     t0 = time.perf_counter()
     f.fit(data, monitor=monitor)
@@ -110,6 +110,9 @@ def build_parser():
     pre.add_argument("--monitor-formula-col", default="formula")
     pre.add_argument("--monitor-target-col", default="target")
     pre.add_argument("--history", help="write the per-epoch history as JSON here")
+    pre.add_argument("--checkpoint", help="checkpoint file: written every --checkpoint-every epochs; if it exists, "
+                     "training resumes from it (same command = same result as an uninterrupted run)")
+    pre.add_argument("--checkpoint-every", type=int, default=1)
     pre.add_argument("--out", required=True, help="model file to write (.pt)")
     pre.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     pre.set_defaults(func=cmd_pretrain)

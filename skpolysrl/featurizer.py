@@ -151,6 +151,13 @@ class PolySRLFeaturizer(BaseFeaturizer):
     variance_only : bool, default=False
         Train only the variance path and c, d (means and structure encoder
         frozen): calibrates uncertainties of an already trained mean.
+    checkpoint : path, optional
+        Pretraining checkpoint (model, optimizer, RNG states, epoch, history),
+        written every ``checkpoint_every`` epochs. If the file exists when
+        ``fit`` starts, training resumes from it and ends with the same weights
+        as an uninterrupted run (same data, settings and thread count); a
+        checkpoint from other data or settings raises ValueError.
+    checkpoint_every : int, default=1
 
     Attributes
     ----------
@@ -190,6 +197,8 @@ class PolySRLFeaturizer(BaseFeaturizer):
         "alignment_weight": [Interval(numbers.Real, 0, None, closed="left")],
         "keep_best": ["boolean"],
         "variance_only": ["boolean"],
+        "checkpoint": [None, str, os.PathLike],
+        "checkpoint_every": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     def __init__(self, pretrained="default", objective="polysrl", epochs=100, batch_size=256, lr=5e-5,
@@ -197,7 +206,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
                  pair_reduction="sum", c_init=20.0, d_init=20.0, hidden_dim=200, graph_cache=None,
                  transform_batch_size=4096, ignore_errors=False, warmup_epochs=0, log_sigma_init=None,
                  threshold_lr=None, alignment_weight=0.0, keep_best=False,
-                 variance_only=False):
+                 variance_only=False, checkpoint=None, checkpoint_every=1):
         self.pretrained = pretrained
         self.objective = objective
         self.epochs = epochs
@@ -222,6 +231,8 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self.alignment_weight = alignment_weight
         self.keep_best = keep_best
         self.variance_only = variance_only
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
 
     # ------------------------------------------------------------------ fitting
     def _seed(self):
@@ -261,7 +272,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
             return copy.deepcopy(other.model_).cpu()
         return _io.load_model(path)[0]
 
-    def fit(self, X, y=None, monitor=None):
+    def fit(self, X, y=None, monitor=None, on_epoch_end=None):
         """Pretrain on structures, or (for formulas) just load the weights.
 
         Parameters
@@ -274,6 +285,8 @@ class PolySRLFeaturizer(BaseFeaturizer):
         monitor : (formulas, targets), optional
             Held-out data for a quick probe after every pretraining epoch,
             recorded as ``probe_mae`` in ``history_``.
+        on_epoch_end : callable(dict), optional
+            Called with each pretraining epoch's record (e.g. to stop early by raising).
 
         Returns
         -------
@@ -286,7 +299,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
                 self._set_model(self._initial_model(self._seed()))
                 self.history_ = []
             return self
-        return self._pretrain(structures, monitor)
+        return self._pretrain(structures, monitor, on_epoch_end)
 
     def _set_model(self, model):
         self.device_ = _resolve_device(self.device)
@@ -294,7 +307,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self.n_features_out_ = model.config["hidden_dim"] + 1
         self._fitted_from = self.pretrained
 
-    def _pretrain(self, structures, monitor=None):
+    def _pretrain(self, structures, monitor=None, on_epoch_end=None):
         import torch
 
         from .graphs import build_structure_graphs
@@ -325,7 +338,8 @@ class PolySRLFeaturizer(BaseFeaturizer):
             pair_reduction=self.pair_reduction, objective=self.objective, device=self.device_, seed=seed,
             warmup_epochs=self.warmup_epochs, threshold_lr=self.threshold_lr,
             alignment_weight=self.alignment_weight, keep_best=self.keep_best,
-            variance_only=self.variance_only, monitor_table=monitor_table,
+            variance_only=self.variance_only, monitor_table=monitor_table, checkpoint=self.checkpoint,
+            checkpoint_every=self.checkpoint_every, on_epoch_end=on_epoch_end,
             probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed), progress=self.verbose, log=log,
         )
         self.n_structures_ = len(structures)

@@ -7,6 +7,9 @@ and mean cosine of formula embeddings, and optionally a held-out probe score.
 """
 
 import copy
+import hashlib
+import json
+import os
 import time
 
 import numpy as np
@@ -86,10 +89,63 @@ class HeldOutProbe:
         return cross_validate_probe(X, self.targets, estimator=head, n_splits=self.n_splits, seed=self.seed)["mae_mean"]
 
 
+_CHECKPOINT_FORMAT = "skpolysrl-checkpoint"
+
+
+def _run_key(table, formula_ids, graphs, **settings):
+    """Identifies a training run (data + settings, not the epoch count) for safe resuming."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for array in (table.sizes, table.atomic_numbers, table.fractions, np.asarray(formula_ids), graphs.num_edges,
+                  graphs.distances):
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path, key, epoch, model, optimizer, order_rng, noise, history, best):
+    def cpu(state):
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+    payload = {
+        "format": _CHECKPOINT_FORMAT, "key": key, "epoch": epoch, "model": cpu(model.state_dict()),
+        "optimizer": optimizer.state_dict(), "order_rng": order_rng.bit_generator.state,
+        "noise": noise.get_state(), "history": history,
+        "best": None if best is None else {"mae": best[0], "epoch": best[1], "state": cpu(best[2])},
+    }
+    tmp = f"{os.fspath(path)}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
+
+
+def _load_checkpoint(path, key, model, optimizer, order_rng, noise):
+    from .exceptions import ModelFileError
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(f"cannot read checkpoint {os.fspath(path)!r} ({type(exc).__name__}); "
+                             "it may be truncated: delete it to start over") from None
+    if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{os.fspath(path)!r} is not an skpolysrl checkpoint")
+    if payload["key"] != key:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} belongs to a run with other data or settings; "
+            "delete it or choose another checkpoint path to start a new run"
+        )
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    order_rng.bit_generator.state = payload["order_rng"]
+    noise.set_state(payload["noise"])
+    best = payload["best"]
+    if best is not None:
+        best = (best["mae"], best["epoch"], best["state"])
+    return payload["epoch"], payload["history"], best
+
+
 def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_samples, beta, grad_clip=2.0,
              pair_reduction="sum", objective="polysrl", device="cpu", seed=0, warmup_epochs=0, threshold_lr=None,
              alignment_weight=0.0, keep_best=False, variance_only=False,
-             monitor_table=None, probe=None, progress=False, log=None):
+             monitor_table=None, probe=None, progress=False, log=None,
+             checkpoint=None, checkpoint_every=1, on_epoch_end=None):
     """Train ``model`` in place on (stoichiometry, structure) pairs.
 
     Parameters
@@ -123,6 +179,13 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
         A held-out score recorded after each epoch as ``probe_mae``.
     log : callable(str), optional
         Receives one line per epoch.
+    checkpoint : path, optional
+        Checkpoint file (model, optimizer, RNG states, epoch, history), written
+        atomically every ``checkpoint_every`` epochs and after the last. If it
+        exists when training starts, training resumes from it and ends with
+        the same weights as an uninterrupted run with the same settings.
+    on_epoch_end : callable(dict), optional
+        Called with each epoch's record, after the checkpoint is written.
 
     Returns
     -------
@@ -146,11 +209,20 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
     mean_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" not in name]
     history = []
     best = None
-    if probe is not None and keep_best:
+    start = 0
+    key = _run_key(table, formula_ids, graphs, batch_size=batch_size, lr=lr, n_samples=n_samples, beta=beta,
+                   grad_clip=grad_clip, pair_reduction=pair_reduction, objective=objective, seed=seed,
+                   warmup_epochs=warmup_epochs, threshold_lr=threshold_lr, alignment_weight=alignment_weight,
+                   keep_best=keep_best, variance_only=variance_only)
+    if checkpoint is not None and os.path.exists(checkpoint):
+        start, history, best = _load_checkpoint(checkpoint, key, model, optimizer, order_rng, noise)
+        if log is not None:
+            log(f"resuming from {checkpoint} after epoch {start}")
+    elif probe is not None and keep_best:
         best = (float(probe(model, device=device)), 0, copy.deepcopy(model.state_dict()))
         if log is not None:
             log(f"epoch=0 probe_mae={best[0]:.4g}")
-    for epoch in range(epochs):
+    for epoch in range(start, epochs):
         warming = epoch < warmup_epochs
         model.train()
         t0 = time.perf_counter()
@@ -210,8 +282,8 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
             sums["log_variance"] += float((2 * log_sigma.detach()).mean())
         record = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in sums.items()}}
         record["mean_uncertainty"] = float(np.exp(record["log_variance"]))
-        record["c"] = float(model.c)
-        record["d"] = float(model.d)
+        record["c"] = float(model.c.detach())
+        record["d"] = float(model.d.detach())
         if monitor_table is not None:
             mu_m, _ = encode(model, monitor_table, device=device)
             record["effective_rank"], record["mean_cosine"] = embedding_diagnostics(mu_m)
@@ -223,6 +295,10 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
             best = (record["probe_mae"], epoch + 1, copy.deepcopy(model.state_dict()))
         if log is not None:
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+            _save_checkpoint(checkpoint, key, epoch + 1, model, optimizer, order_rng, noise, history, best)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
     if best is not None:
         model.load_state_dict(best[2])
         for record in history:
