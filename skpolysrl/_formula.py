@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._arrays import segment_indices
 from .exceptions import FormulaError, UnknownElementError
 
 __all__ = ["Stoichiometry", "parse_formula", "parse_formulas", "StoichiometryBatch", "StoichiometryTable"]
@@ -40,13 +41,6 @@ class Stoichiometry:
     @property
     def key(self):
         return tuple(zip(self.atomic_numbers, (round(f, 9) for f in self.fractions)))
-
-    @property
-    def formula(self):
-        """A readable normalised formula (fractions), e.g. ``Fe0.4O0.6``."""
-        from pymatgen.core.periodic_table import Element
-
-        return "".join(f"{Element.from_Z(z).symbol}{f:.6g}" for z, f in zip(self.atomic_numbers, self.fractions))
 
 
 def _composition_from_string(text):
@@ -155,12 +149,15 @@ def parse_formula(item, known_z, position=None):
         raise type(exc)(exc.item, exc.reason, position) from None
 
 
-def parse_formulas(items, known_z, ignore_errors=False):
-    """Parse a batch; returns a list of Stoichiometry (None for bad rows when ignore_errors)."""
+def parse_formulas(items, known_z, ignore_errors=False, offset=0):
+    """Parse a batch; returns a list of Stoichiometry (None for bad rows when ignore_errors).
+
+    ``offset`` is added to positions in error messages (for chunks of a larger batch).
+    """
     out = []
     for i, item in enumerate(items):
         try:
-            out.append(parse_formula(item, known_z, position=i))
+            out.append(parse_formula(item, known_z, position=offset + i))
         except FormulaError:
             if not ignore_errors:
                 raise
@@ -214,7 +211,7 @@ class StoichiometryTable:
             return _fully_connected(self.sizes, self.atomic_numbers, self.fractions)
         indices = np.asarray(indices, dtype=np.int64)
         sizes = self.sizes[indices]
-        node_ids = np.arange(int(sizes.sum())) + np.repeat(self._ptr[indices] - (np.cumsum(sizes) - sizes), sizes)
+        node_ids = segment_indices(self._ptr[indices], sizes)
         return _fully_connected(sizes, self.atomic_numbers[node_ids], self.fractions[node_ids])
 
 

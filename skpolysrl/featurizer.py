@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _io
 from ._elements import known_atomic_numbers, matscholar_table
-from ._formula import StoichiometryTable, parse_formula
+from ._formula import StoichiometryTable, parse_formula, parse_formulas
 from .exceptions import FormulaError
 from .loss import PAIR_REDUCTIONS
 from .training import OBJECTIVES, encode, pretrain
@@ -372,14 +372,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
         step = self.transform_batch_size
         for start in range(0, len(items), step):  # stream: memory bounded by the chunk
             chunk = items[start : start + step]
-            rows, stoich = [], []
-            for i, item in enumerate(chunk):
-                try:
-                    stoich.append(parse_formula(item, known, position=start + i))
-                    rows.append(start + i)
-                except FormulaError:
-                    if not ignore_errors:
-                        raise
+            parsed = parse_formulas(chunk, known, ignore_errors=ignore_errors, offset=start)
+            rows = [start + i for i, s in enumerate(parsed) if s is not None]
+            stoich = [s for s in parsed if s is not None]
             if not stoich:
                 continue
             keys = {}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._arrays import segment_indices
 from .exceptions import StructureGraphError
 
 __all__ = ["StructureGraphs", "build_structure_graph", "build_structure_graphs", "gaussian_expansion"]
@@ -60,10 +61,7 @@ class StructureGraphs:
         indices = np.asarray(indices, dtype=np.int64)
         n_nodes = self.num_nodes[indices]
         n_edges = self.num_edges[indices]
-        starts = self._edge_ptr[indices]
-        # gather every edge of the chosen graphs without a Python loop
-        offsets = np.repeat(starts - (np.cumsum(n_edges) - n_edges), n_edges)
-        edge_ids = np.arange(int(n_edges.sum())) + offsets
+        edge_ids = segment_indices(self._edge_ptr[indices], n_edges)  # every edge of the chosen graphs
         node_shift = np.repeat(np.cumsum(n_nodes) - n_nodes, n_edges)
         edge_index = self.edge_index[:, edge_ids].astype(np.int64) + node_shift
         batch = np.repeat(np.arange(len(indices)), n_nodes)

@@ -195,8 +195,11 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     n = len(table)
     formula_ids = torch.as_tensor(np.asarray(formula_ids), dtype=torch.long, device=device)
+    # the stoichiometry encoder's variance path (Set2Set_sigma, Linear_sigma) vs everything feeding the mean
+    variance_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" in name]
+    mean_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" not in name]
     if variance_only:
-        params = [p for n, p in model.stoichiometry.named_parameters() if "sigma" in n] + [model.c, model.d]
+        params = variance_path + [model.c, model.d]
     else:
         params = [p for p in model.parameters() if p.requires_grad]
     match_params = [model.c, model.d]
@@ -206,7 +209,6 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
     )
     order_rng = np.random.default_rng(seed)
     noise = torch.Generator(device=device).manual_seed(int(seed))
-    mean_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" not in name]
     history = []
     best = None
     start = 0
