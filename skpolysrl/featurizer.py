@@ -21,7 +21,7 @@ from ._elements import known_atomic_numbers, matscholar_table
 from ._formula import StoichiometryTable, parse_formula, parse_formulas
 from .exceptions import FormulaError
 from .loss import PAIR_REDUCTIONS
-from .training import OBJECTIVES, encode, pretrain
+from .training import OBJECTIVES, STRUCTURE_OBJECTIVES, encode, pretrain
 
 __all__ = ["PolySRLFeaturizer", "default_model_path"]
 
@@ -281,7 +281,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
             Structures (formulas read from them) start contrastive pretraining
             from the ``pretrained`` weights. Formulas do not train: an already
             fitted featurizer keeps its weights, an unfitted one loads ``pretrained``.
-        y : ignored
+        y : array-like of shape (n_samples,), optional
+            Used only by ``objective="supervised"`` (one property value per
+            row of X); ignored otherwise.
         monitor : (formulas, targets), optional
             Held-out data for a quick probe after every pretraining epoch,
             recorded as ``probe_mae`` in ``history_``.
@@ -293,6 +295,8 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self
         """
         self._validate_params()
+        if self.objective not in STRUCTURE_OBJECTIVES:  # graphcl, supervised: formulas are the training data
+            return self._pretrain_formulas(X, y, monitor, on_epoch_end)
         structures = _as_structures(X)
         if structures is None:
             if not (hasattr(self, "model_") and self._fitted_from == self.pretrained):
@@ -307,11 +311,57 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self.n_features_out_ = model.config["hidden_dim"] + 1
         self._fitted_from = self.pretrained
 
+    def _pretrain_formulas(self, X, y, monitor=None, on_epoch_end=None):
+        """GraphCL or supervised pretraining: formulas (or the formulas of structures) only."""
+        structures = _as_structures(X)
+        items = structures if structures is not None else _as_items(X)
+        if len(items) < 2:
+            raise ValueError(f"pretraining needs at least 2 formulas, got {len(items)}")
+        targets = None
+        if self.objective == "supervised":
+            if y is None:
+                raise ValueError("objective='supervised' learns from a property: call fit(formulas, y) with one "
+                                 "target per formula (e.g. skpolysrl.datasets.load_mp_property('band_gap'))")
+            targets = np.asarray(y, dtype=np.float64).reshape(-1)
+            if len(targets) != len(items):
+                raise ValueError(f"X has {len(items)} rows but y has {len(targets)}")
+        stoich = parse_formulas(items, known_atomic_numbers())
+        keys = {}
+        formula_ids = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
+        seed = self._seed()
+        model = self._initial_model(seed)
+        self._set_model(model)
+        self.history_ = self._run_pretraining(StoichiometryTable(stoich), stoich, formula_ids, None, seed,
+                                              monitor, on_epoch_end, targets=targets)
+        self.n_structures_ = 0 if structures is None else len(structures)
+        self.n_formulas_ = len(keys)
+        return self
+
+    def _run_pretraining(self, table, stoich, formula_ids, graphs, seed, monitor, on_epoch_end, targets=None):
+        from .training import HeldOutProbe
+
+        unique_rows = np.unique(formula_ids, return_index=True)[1]
+        rng = np.random.default_rng(seed)
+        monitor_table = StoichiometryTable([stoich[i] for i in rng.permutation(unique_rows)[:2048]])
+        log = None
+        if self.verbose:
+            def log(line):
+                print(f"[PolySRLFeaturizer] {line}", file=sys.stderr, flush=True)
+        return pretrain(
+            self.model_, table, formula_ids, graphs, epochs=self.epochs, batch_size=self.batch_size,
+            lr=self.lr, n_samples=self.n_samples, beta=self.beta, grad_clip=self.grad_clip,
+            pair_reduction=self.pair_reduction, objective=self.objective, device=self.device_, seed=seed,
+            warmup_epochs=self.warmup_epochs, threshold_lr=self.threshold_lr,
+            alignment_weight=self.alignment_weight, keep_best=self.keep_best,
+            variance_only=self.variance_only, monitor_table=monitor_table, checkpoint=self.checkpoint,
+            checkpoint_every=self.checkpoint_every, on_epoch_end=on_epoch_end, targets=targets,
+            probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed), progress=self.verbose, log=log,
+        )
+
     def _pretrain(self, structures, monitor=None, on_epoch_end=None):
         import torch
 
         from .graphs import build_structure_graphs
-        from .training import HeldOutProbe
 
         if len(structures) < 2:
             raise ValueError(f"contrastive pretraining needs at least 2 structures, got {len(structures)}")
@@ -325,23 +375,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # also seeds a fresh structure encoder added to loaded weights
             self._set_model(self._initial_model(seed).add_structure_encoder())
-        unique_rows = np.unique(formula_ids, return_index=True)[1]
-        rng = np.random.default_rng(seed)
-        monitor_table = StoichiometryTable([stoich[i] for i in rng.permutation(unique_rows)[:2048]])
-        log = None
-        if self.verbose:
-            def log(line):
-                print(f"[PolySRLFeaturizer] {line}", file=sys.stderr, flush=True)
-        self.history_ = pretrain(
-            self.model_, table, formula_ids, graphs, epochs=self.epochs, batch_size=self.batch_size,
-            lr=self.lr, n_samples=self.n_samples, beta=self.beta, grad_clip=self.grad_clip,
-            pair_reduction=self.pair_reduction, objective=self.objective, device=self.device_, seed=seed,
-            warmup_epochs=self.warmup_epochs, threshold_lr=self.threshold_lr,
-            alignment_weight=self.alignment_weight, keep_best=self.keep_best,
-            variance_only=self.variance_only, monitor_table=monitor_table, checkpoint=self.checkpoint,
-            checkpoint_every=self.checkpoint_every, on_epoch_end=on_epoch_end,
-            probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed), progress=self.verbose, log=log,
-        )
+        self.history_ = self._run_pretraining(table, stoich, formula_ids, graphs, seed, monitor, on_epoch_end)
         self.n_structures_ = len(structures)
         self.n_formulas_ = len(keys)
         return self

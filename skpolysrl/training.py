@@ -18,15 +18,67 @@ import torch
 from .graphs import gaussian_expansion
 from .loss import kl_to_standard_normal, nt_xent_loss, pair_logits, polymorph_match, soft_contrastive_loss
 
-__all__ = ["pretrain", "encode", "embedding_diagnostics", "HeldOutProbe", "OBJECTIVES"]
+__all__ = ["pretrain", "encode", "embedding_diagnostics", "augment_stoichiometry", "HeldOutProbe", "OBJECTIVES",
+           "STRUCTURE_OBJECTIVES"]
 
 #: "polysrl": sampled Gaussian embeddings; "deterministic": the mean only (paper's "w/o Sampling");
-#: "infomax": NT-Xent (temperature 0.2) between formula mean and structure (3D Infomax baseline).
-OBJECTIVES = ("polysrl", "deterministic", "infomax")
+#: "infomax": NT-Xent (temperature 0.2) between formula mean and structure (3D Infomax baseline);
+#: "graphcl": NT-Xent between two random augmentations of each stoichiometry graph (GraphCL baseline);
+#: "supervised": L1 regression of a per-formula property from the mean (the paper's "MP Band G." / "MP Form. E.").
+OBJECTIVES = ("polysrl", "deterministic", "infomax", "graphcl", "supervised")
+#: Objectives that pair each formula with a crystal structure; the others need formulas only.
+STRUCTURE_OBJECTIVES = ("polysrl", "deterministic", "infomax")
 
 
 def _stoich_tensors(table, indices, device):
     return table.collate(indices).to_torch(device)
+
+
+def fully_connected_edges(batch, num_graphs):
+    """Edges (2, sum n_g^2) joining every pair of nodes of each graph, self loops included.
+
+    ``batch`` gives each node's graph and must be sorted (nodes of a graph contiguous).
+    """
+    counts = torch.bincount(batch, minlength=num_graphs)
+    starts = torch.cumsum(counts, 0) - counts
+    pairs = counts * counts
+    graph_of_pair = torch.repeat_interleave(torch.arange(num_graphs, device=batch.device), pairs)
+    offset = torch.arange(int(pairs.sum()), device=batch.device) - torch.repeat_interleave(
+        torch.cumsum(pairs, 0) - pairs, pairs)
+    n = counts[graph_of_pair]
+    start = starts[graph_of_pair]
+    return torch.stack([start + offset // n, start + offset % n])
+
+
+def augment_stoichiometry(atomic_numbers, weights, batch, num_graphs, generator, drop_prob=0.2, weight_noise=0.2):
+    """A random view of a batch of stoichiometry graphs (GraphCL's augmentations, adapted).
+
+    Node dropping: each element is removed with probability ``drop_prob`` (every
+    graph keeps at least one). Fraction perturbation: the surviving fractions are
+    multiplied by log-normal noise of scale ``weight_noise``. Fractions are then
+    renormalised to sum to one and the graph is fully connected again.
+    Returns ``(atomic_numbers, weights, edge_index, batch)``.
+    """
+    device = atomic_numbers.device
+    keep = torch.rand(len(atomic_numbers), generator=generator, device=device) >= drop_prob
+    counts = torch.bincount(batch, minlength=num_graphs)
+    kept = torch.bincount(batch[keep], minlength=num_graphs)
+    first = torch.cumsum(counts, 0) - counts
+    empty = kept == 0
+    keep[first[empty]] = True  # a graph that lost every node keeps its first one
+    z, w, b = atomic_numbers[keep], weights[keep], batch[keep]
+    if weight_noise:
+        w = w * torch.exp(weight_noise * torch.randn(len(w), generator=generator, device=device))
+    total = torch.zeros(num_graphs, dtype=w.dtype, device=device).index_add_(0, b, w)
+    w = w / total[b]
+    return z, w, fully_connected_edges(b, num_graphs), b
+
+
+def _property_head(model):
+    """The supervised objective's head: the paper's 3-layer MLP on the (rescaled) mean embedding."""
+    from .evaluation import _build_head
+
+    return _build_head(model.config["hidden_dim"], 128).to(model.c.device)
 
 
 @torch.no_grad()
@@ -92,11 +144,15 @@ class HeldOutProbe:
 _CHECKPOINT_FORMAT = "skpolysrl-checkpoint"
 
 
-def _run_key(table, formula_ids, graphs, **settings):
+def _run_key(table, formula_ids, graphs, targets, **settings):
     """Identifies a training run (data + settings, not the epoch count) for safe resuming."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for array in (table.sizes, table.atomic_numbers, table.fractions, np.asarray(formula_ids), graphs.num_edges,
-                  graphs.distances):
+    arrays = [table.sizes, table.atomic_numbers, table.fractions, np.asarray(formula_ids)]
+    if graphs is not None:
+        arrays += [graphs.num_edges, graphs.distances]
+    if targets is not None:
+        arrays.append(np.asarray(targets, dtype=np.float64))
+    for array in arrays:
         h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()
 
@@ -145,15 +201,23 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
              pair_reduction="sum", objective="polysrl", device="cpu", seed=0, warmup_epochs=0, threshold_lr=None,
              alignment_weight=0.0, keep_best=False, variance_only=False,
              monitor_table=None, probe=None, progress=False, log=None,
-             checkpoint=None, checkpoint_every=1, on_epoch_end=None):
-    """Train ``model`` in place on (stoichiometry, structure) pairs.
+             checkpoint=None, checkpoint_every=1, on_epoch_end=None, targets=None):
+    """Train ``model`` in place on (stoichiometry, structure) pairs, or on formulas alone.
 
     Parameters
     ----------
-    model : PolySRLModel (with a structure encoder), already on ``device``
-    table : StoichiometryTable, one row per structure
+    model : PolySRLModel, already on ``device``
+        With a structure encoder for the objectives in ``STRUCTURE_OBJECTIVES``.
+    table : StoichiometryTable, one row per structure (or per formula)
     formula_ids : int array, equal for rows with the same formula (polymorph rule)
-    graphs : StructureGraphs, one per structure
+    graphs : StructureGraphs or None
+        One per row of ``table``; ``None`` for "graphcl" and "supervised".
+    objective : str, default="polysrl"
+        One of ``OBJECTIVES``.
+    targets : float array, optional
+        One property value per row of ``table``, for ``objective="supervised"``
+        (trained with an L1 loss through a 3-layer MLP head that is discarded
+        afterwards).
     warmup_epochs : int, default=0
         Epochs during which the stoichiometry encoder's mean path is frozen,
         so the structure encoder (whose outputs start out nearly identical for
@@ -193,6 +257,18 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if objective in STRUCTURE_OBJECTIVES and (graphs is None or model.structure is None):
+        raise ValueError(f"objective={objective!r} pairs formulas with crystal structures: pass their graphs "
+                         "and give the model a structure encoder")
+    if objective == "supervised":
+        if targets is None or len(targets) != len(table):
+            raise ValueError("objective='supervised' needs one target per formula (targets=)")
+        targets = torch.as_tensor(np.asarray(targets, dtype=np.float32), device=device)
+        if not bool(torch.isfinite(targets).all()):
+            raise ValueError("targets of the supervised objective must be finite; drop rows with NaN targets")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model.property_head = _property_head(model)
     n = len(table)
     formula_ids = torch.as_tensor(np.asarray(formula_ids), dtype=torch.long, device=device)
     # the stoichiometry encoder's variance path (Set2Set_sigma, Linear_sigma) vs everything feeding the mean
@@ -212,7 +288,7 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
     history = []
     best = None
     start = 0
-    key = _run_key(table, formula_ids, graphs, batch_size=batch_size, lr=lr, n_samples=n_samples, beta=beta,
+    key = _run_key(table, formula_ids, graphs, None if targets is None else targets.cpu().numpy(), batch_size=batch_size, lr=lr, n_samples=n_samples, beta=beta,
                    grad_clip=grad_clip, pair_reduction=pair_reduction, objective=objective, seed=seed,
                    warmup_epochs=warmup_epochs, threshold_lr=threshold_lr, alignment_weight=alignment_weight,
                    keep_best=keep_best, variance_only=variance_only)
@@ -242,17 +318,28 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
                 continue
             z, w, s_edges, s_batch = _stoich_tensors(table, idx, device)
             mu, log_sigma = model.stoichiometry(z, w, s_edges, s_batch, len(idx))
-            edge_index, dist, batch = graphs.collate(idx)
-            dist = torch.as_tensor(dist, device=device)
-            with torch.set_grad_enabled(not variance_only):  # frozen encoder: skip its backward
-                structures = model.structure(
-                    gaussian_expansion(dist),
-                    torch.as_tensor(edge_index, device=device),
-                    torch.as_tensor(batch, device=device),
-                    len(idx),
-                )
             match = polymorph_match(formula_ids[torch.as_tensor(idx, device=device)])
-            if objective == "infomax":
+            if objective in STRUCTURE_OBJECTIVES:
+                edge_index, dist, batch = graphs.collate(idx)
+                dist = torch.as_tensor(dist, device=device)
+                with torch.set_grad_enabled(not variance_only):  # frozen encoder: skip its backward
+                    structures = model.structure(
+                        gaussian_expansion(dist),
+                        torch.as_tensor(edge_index, device=device),
+                        torch.as_tensor(batch, device=device),
+                        len(idx),
+                    )
+            if objective == "graphcl":
+                # two random views of every graph; the views' means are the contrastive pair
+                views = [model.stoichiometry(*augment_stoichiometry(z, w, s_batch, len(idx), noise), len(idx))[0]
+                         for _ in range(2)]
+                loss, stats = nt_xent_loss(views[0], views[1], match)
+            elif objective == "supervised":
+                scale = float(np.sqrt(mu.shape[1]))  # unit-norm means have components ~ 1/sqrt(dim)
+                pred = model.property_head(mu * scale).view(-1)
+                loss = torch.nn.functional.l1_loss(pred, targets[torch.as_tensor(idx, device=device)])
+                stats = {"positive_correct": float("nan"), "negative_correct": float("nan"), "retrieval": float("nan")}
+            elif objective == "infomax":
                 loss, stats = nt_xent_loss(mu, structures, match)
             else:
                 if objective == "polysrl":
@@ -307,5 +394,7 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
             record["kept"] = record["epoch"] == best[1]
         if log is not None:
             log(f"kept the weights of epoch {best[1]} (probe MAE {best[0]:.4g})")
+    if objective == "supervised":
+        del model.property_head  # the representation is the product; the head is not part of the model
     model.eval()
     return history
