@@ -3,14 +3,18 @@
 __version__ = "0.1.0"
 
 from .exceptions import FormulaError, ModelFileError, SkPolySRLError, StructureGraphError, UnknownElementError
+from .exceptions import StructureFileError
 from .featurizer import PolySRLFeaturizer
+from .regressor import PolySRLRegressor
 
 __all__ = [
     "PolySRLFeaturizer",
+    "PolySRLRegressor",
     "SkPolySRLError",
     "FormulaError",
     "UnknownElementError",
     "StructureGraphError",
     "ModelFileError",
+    "StructureFileError",
     "__version__",
 ]
