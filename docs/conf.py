@@ -8,7 +8,6 @@ Build (warnings are errors, as in CI through tests/test_docs.py)::
 Offline: no intersphinx, the default (alabaster) theme, no extension that downloads.
 """
 
-import importlib.util
 import os
 import re
 import sys
@@ -101,27 +100,6 @@ class CliHelp(SphinxDirective):
         return [block]
 
 
-class OptionalAutomodule(SphinxDirective):
-    """``.. skpolysrl-optional-automodule:: module "Title"``: a titled ``automodule`` section
-    if ``module`` exists, nothing otherwise (for modules still being written)."""
-
-    required_arguments = 1
-    optional_arguments = 1
-    final_argument_whitespace = True
-    has_content = False
-
-    def run(self):
-        name = self.arguments[0]
-        if importlib.util.find_spec(name) is None:
-            return []
-        title = self.arguments[1].strip('"') if len(self.arguments) > 1 else name
-        title = f"{title} (``{name}``)"
-        lines = [title, "-" * len(title), "", f".. automodule:: {name}", ""]
-        source, _ = self.get_source_info()
-        self.state_machine.insert_input(lines, source)
-        return []
-
-
 _SHAPE = re.compile(r"shape \(([^()`]*)\)")
 _TRAILING_UNDERSCORE = re.compile(r"(\w)_(?=[\s,)]|$)")
 
@@ -148,5 +126,4 @@ def setup(app):
     app.connect("autodoc-process-docstring", _escape_shape_names, priority=400)
     app.connect("autodoc-skip-member", _skip_member)
     app.add_directive("skpolysrl-cli-help", CliHelp)
-    app.add_directive("skpolysrl-optional-automodule", OptionalAutomodule)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

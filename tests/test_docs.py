@@ -32,13 +32,15 @@ def test_docs_build_without_warnings(tmp_path):
                    "skpolysrl.evaluation.cross_validate_probe", "skpolysrl.datasets.load_mp_structures",
                    "skpolysrl.plotting.plot_parity", "skpolysrl.analysis.is_fractional_formula",
                    "skpolysrl.training.pretrain", "skpolysrl.nn.PolySRLModel", "skpolysrl.loss.soft_contrastive_loss",
-                   "skpolysrl.graphs.build_structure_graphs"):
+                   "skpolysrl.graphs.build_structure_graphs", "skpolysrl.regressor.PolySRLRegressor",
+                   "skpolysrl.model_selection.cross_validate"):
         assert f'id="{anchor}"' in api, anchor
     assert "set_fit_request" not in api  # scikit-learn's generated setters are left out
 
     # the CLI page shows the real --help text of each subcommand, generated at build time
     cli = (out / "cli.html").read_text(encoding="utf-8")
-    assert "usage: skpolysrl pretrain" in cli and "usage: skpolysrl featurize" in cli
+    for command in ("pretrain", "featurize", "evaluate"):
+        assert f"usage: skpolysrl {command}" in cli, command
     assert "--structures" in cli and "--formula-col" in cli
     method = (out / "method.html").read_text(encoding="utf-8")
     assert "<table" in method  # docs/method.md through MyST, tables included
