@@ -17,12 +17,45 @@ def _read_table(path):
     return pd.read_csv(path)
 
 
-def _structures(source, limit):
-    from .datasets import load_mp_structures, read_structures_jsonl
+def _structures(source, limit, recursive=False, ignore_errors=False):
+    """A DataFrame with a "structure" column from --data (see _DATA_HELP)."""
+    from .datasets import load_mp_structures, read_structure_source
+    from .exceptions import StructureFileError
 
     if source == "bundled":
         return load_mp_structures(limit=limit)
-    return read_structures_jsonl(source, limit=limit)
+    try:
+        return read_structure_source(source, recursive=recursive, ignore_errors=ignore_errors, limit=limit,
+                                     allow_pickle=True)
+    except StructureFileError as exc:
+        if not exc.skippable:
+            raise
+        raise StructureFileError(exc.source, f"{exc.reason}; on the command line, --ignore-errors skips it",
+                                 skippable=False) from None
+
+
+_DATA_HELP = """\
+training data (--data; the formulas are read from the structures):
+  bundled              the 6,317 Materials Project structures shipped with skpolysrl (default)
+  DIR                  a folder of crystal-structure files: *.cif (every data block of each),
+                       POSCAR*, CONTCAR*, *.vasp, *.poscar (also compressed .gz/.bz2/.xz), read in
+                       sorted order; other files are ignored; subfolders only with --recursive
+  FILE.cif, POSCAR     one structure file
+  FILE.jsonl[.gz]      JSON lines, one structure per line:
+                       {"id": ..., "formula": ..., "structure": <pymatgen Structure.as_dict()>}
+  FILE.csv, .parquet   a table with CIF text in a column named "cif" (one structure per row)
+  FILE.pkl, .pickle    a pandas DataFrame saved with df.to_pickle(), with a "structure" column of
+                       pymatgen Structures (unpickling runs code: use only files you trust)
+A file or row that fails to parse stops the run and is named; --ignore-errors skips it (a warning
+names it). Paper scale (~112k Materials Project structures) needs the network: in Python, run
+skpolysrl.datasets.load_materials_project() (pip install "skpolysrl[mp]", MP_API_KEY set) or
+matminer's load_dataset("matbench_mp_e_form"), then df.to_pickle("mp.pkl") and --data mp.pkl.
+
+examples:
+  skpolysrl pretrain --data my_cifs/ --epochs 100 --out my_model.pt
+  skpolysrl pretrain --data vasp_runs/ --recursive --ignore-errors --out my_model.pt
+  skpolysrl pretrain --limit 1000 --epochs 5 --out quick.pt
+"""
 
 
 def cmd_pretrain(args):
@@ -30,7 +63,7 @@ def cmd_pretrain(args):
 
     from .featurizer import PolySRLFeaturizer
 
-    data = _structures(args.structures, args.limit)
+    data = _structures(args.data, args.limit, args.recursive, args.ignore_errors)
     if args.subsample and args.subsample < len(data):
         data = data.sample(args.subsample, random_state=args.seed).reset_index(drop=True)
     monitor = None
@@ -81,10 +114,17 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True)
 
     pre = sub.add_parser("pretrain", help="pretrain a PolySRL model on crystal structures",
-                         description="Contrastive pretraining on (formula, structure) pairs; writes a model file.")
-    pre.add_argument("--structures", default="bundled",
-                     help="'bundled' (6,317 MP structures) or a JSON-lines(.gz) file of structures")
-    pre.add_argument("--limit", type=int, help="read only the first N structures")
+                         description="Contrastive pretraining on (formula, structure) pairs; writes a model file.",
+                         epilog=_DATA_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pre.add_argument("--data", default="bundled", metavar="PATH",
+                     help="the crystal structures to train on: 'bundled', a folder of CIF/POSCAR files, a CIF or "
+                          "POSCAR file, a .jsonl[.gz] file, a .csv/.parquet table with a 'cif' column, or a "
+                          "pickled DataFrame with a 'structure' column (details below)")
+    pre.add_argument("--structures", dest="data", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
+    pre.add_argument("--recursive", action="store_true", help="with a folder for --data: also read its subfolders")
+    pre.add_argument("--ignore-errors", action="store_true",
+                     help="skip structure files or rows that fail to parse (a warning names them) instead of stopping")
+    pre.add_argument("--limit", type=int, help="read only the first N structures (in file-name order for a folder)")
     pre.add_argument("--subsample", type=int, help="train on a random sample of N structures (seeded)")
     pre.add_argument("--init", default="none", help="'none' (random), 'default' or a model file to start from")
     pre.add_argument("--objective", default="polysrl", choices=["polysrl", "deterministic", "infomax"])

@@ -10,6 +10,8 @@ __all__ = [
     "UnknownElementError",
     "StructureGraphError",
     "ModelFileError",
+    "StructureFileError",
+    "StructureFileWarning",
 ]
 
 _SKIP_HINT = (
@@ -54,3 +56,36 @@ class StructureGraphError(SkPolySRLError, ValueError):
 
 class ModelFileError(SkPolySRLError, OSError):
     """A saved model file is missing, corrupt, or from an incompatible version."""
+
+
+class StructureFileError(SkPolySRLError, ValueError):
+    """A crystal-structure source (a CIF/POSCAR file, a directory of them, a
+    JSON-lines file, a table row) cannot be read, or holds no structures.
+
+    Attributes
+    ----------
+    source : str
+        The offending file (or directory, or table row), as a string.
+    reason : str
+        What went wrong.
+    """
+
+    def __init__(self, source, reason, skippable=True):
+        self.source = str(source)
+        self.reason = reason
+        self.skippable = skippable
+        hint = (
+            " To skip unreadable files or rows instead, pass ignore_errors=True (a warning names each one "
+            "skipped), or fix or remove it."
+            if skippable
+            else ""
+        )
+        super().__init__(f"Cannot read structures from {self.source}: {reason}.{hint}")
+
+    def __reduce__(self):
+        return (type(self), (self.source, self.reason, self.skippable))
+
+
+class StructureFileWarning(UserWarning):
+    """Structure files or rows were skipped (``ignore_errors=True``), or pymatgen
+    warned while parsing them (summarised in one warning per read)."""

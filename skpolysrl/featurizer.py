@@ -49,17 +49,11 @@ def _is_structure(x):
     return isinstance(x, (Structure, IStructure))
 
 
-def _as_structures(X):
-    """The structures in X (list of Structure or DataFrame with a 'structure' column), else None."""
-    if isinstance(X, pd.DataFrame):
-        if "structure" in X.columns:
-            return list(X["structure"])
-        return None
-    if isinstance(X, (list, tuple, pd.Series, np.ndarray)) and len(X) > 0:
-        items = list(np.ravel(np.asarray(X, dtype=object))) if isinstance(X, np.ndarray) else list(X)
-        if all(_is_structure(x) for x in items):
-            return items
-    return None
+def _as_structures(X, ignore_errors=False):
+    """The structures in X (any source ``fit`` takes: list, DataFrame, path), else None for formulas."""
+    from .datasets._sources import as_structure_source
+
+    return as_structure_source(X, ignore_errors=ignore_errors)
 
 
 def _as_items(X):
@@ -277,9 +271,19 @@ class PolySRLFeaturizer(BaseFeaturizer):
 
         Parameters
         ----------
-        X : list of pymatgen Structure, DataFrame with a "structure" column, or formulas
+        X : structures (list of Structure, DataFrame, or a path), or formulas
             Structures (formulas read from them) start contrastive pretraining
-            from the ``pretrained`` weights. Formulas do not train: an already
+            from the ``pretrained`` weights. They come as a list of pymatgen
+            Structures; a DataFrame with a "structure" column (e.g. from
+            ``datasets.load_materials_project`` or matminer's
+            ``load_dataset("matbench_mp_e_form")``) or a "cif" column of CIF
+            text; or a path (str or PathLike) to a directory of CIF/POSCAR files
+            (``*.cif``, ``POSCAR*``, ``CONTCAR*``, ``*.vasp``, ``*.poscar``; read
+            in sorted order, not recursively), to one such file, to a
+            ``.jsonl[.gz]`` file, or to a ``.csv``/``.parquet`` table with a
+            "cif" column (``datasets.read_structure_source``). Unreadable files
+            or rows raise ``StructureFileError`` naming them, or are skipped
+            with a warning when ``ignore_errors=True``. Formulas do not train: an already
             fitted featurizer keeps its weights, an unfitted one loads ``pretrained``.
         y : array-like of shape (n_samples,), optional
             Used only by ``objective="supervised"`` (one property value per
@@ -297,7 +301,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self._validate_params()
         if self.objective not in STRUCTURE_OBJECTIVES:  # graphcl, supervised: formulas are the training data
             return self._pretrain_formulas(X, y, monitor, on_epoch_end)
-        structures = _as_structures(X)
+        structures = _as_structures(X, self.ignore_errors)
         if structures is None:
             if not (hasattr(self, "model_") and self._fitted_from == self.pretrained):
                 self._set_model(self._initial_model(self._seed()))
