@@ -41,6 +41,6 @@ def test_docs_build_without_warnings(tmp_path):
     cli = (out / "cli.html").read_text(encoding="utf-8")
     for command in ("pretrain", "featurize", "evaluate"):
         assert f"usage: skpolysrl {command}" in cli, command
-    assert "--structures" in cli and "--formula-col" in cli
+    assert "--epochs" in cli and "--formula-col" in cli
     method = (out / "method.html").read_text(encoding="utf-8")
     assert "<table" in method  # docs/method.md through MyST, tables included
