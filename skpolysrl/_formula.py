@@ -8,8 +8,10 @@ graph and keep doped formulas on the same scale as stoichiometric ones
 """
 
 import functools
+import itertools
 import math
 import numbers
+import operator
 import re
 from dataclasses import dataclass
 
@@ -24,8 +26,151 @@ __all__ = ["Stoichiometry", "parse_formula", "parse_formulas", "StoichiometryBat
 # decimal point (as pymatgen does), so "CuSO4.5H2O" means CuSO4.5 H2 O.
 _ADDUCT_SPLIT = re.compile(r"\s*[·•∙*]\s*")
 _LEADING_COUNT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(?=[A-Z(\[])")
+# A lowercase letter that does not continue a symbol (and is not the "e" of "1e-3"): "fe2o3".
+_LOWERCASE_START = re.compile(r"(?:^|[^A-Za-z0-9.])[a-z]|[0-9.](?!e-?[0-9])[a-z]")
 # A literal zero amount ("Fe0O"): pymatgen silently drops the element.
 _ZERO_AMOUNT = re.compile(r"(?<![\d.])(?<!\d[eE])(?<!\d[eE][+-])0+(?:\.0*)?(?![\d.]|[eE][+-]?\d)")
+
+# ---------------------------------------------------------------------------
+# Fast path. A hand-written reader for the formula notation that covers nearly
+# every real formula (element symbols, integer/decimal/scientific amounts,
+# (), [] and {} groups with factors, adducts, spaces between tokens). It returns
+# exactly what the pymatgen path below returns (same element order, same float
+# sums in the same order), and returns None -- "not sure, ask pymatgen" -- for
+# anything else: unknown or isotope symbols (D, T), charges, '-', '+', '@',
+# non-ASCII digits, zero or tiny amounts that pymatgen would drop, values pymatgen
+# would print in exponent form, and every malformed string. So every error (and
+# its message) still comes from the pymatgen path.
+#
+# pymatgen's reading that the fast path reproduces (pymatgen.core.composition):
+#   * an element token is ``[A-Z][a-z]*\s*[-*.e\d]*``; its amount is
+#     ``float(run)``, summed per symbol in order of appearance;
+#   * the innermost group ``(...)\s*[.e\d]*`` is replaced by
+#     ``"".join(f"{el}{amt * factor summed}")`` and parsing starts again, so a
+#     group contributes, per element, sum_i(amount_i * factor) at its position;
+#   * Composition drops amounts below 1e-8; ``comp * k`` and ``comp + comp``
+#     are element-wise.
+_NUM = r"(?:(?:[0-9]*\.[0-9]+|[0-9]+)(?:e-?[0-9]+)?|[0-9]+\.)"  # no "2.e0": see _ZERO_AMOUNT
+_NUM_FULL = re.compile(_NUM)
+_SIMPLE = re.compile(rf"(?:[A-Z][a-z]*{_NUM}?)+")  # "Fe2O3", "Bi2Te2.7Se0.3": no groups, no spaces
+_PAIR = re.compile(r"([A-Z][a-z]*)([-.e0-9]*)")
+_TOKEN = re.compile(r"([A-Z][a-z]*)[ \t]*([-.e0-9]*)|([(\[{])|[)\]}][ \t]*([.e0-9]*)|([ \t]+)|(.)", re.DOTALL)
+_ADDUCT_CHARS = frozenset("·•∙*")
+_COUNT_START = frozenset("0123456789.")
+_TINY = 1e-8  # pymatgen's Composition.amount_tolerance
+_EXP_FORM = 1e16  # repr() of a float >= 1e16 is "1e+16": pymatgen cannot re-read a group that sums to that
+_INF = float("inf")
+
+
+@functools.lru_cache(maxsize=8)
+def _symbol_table(known_z):
+    """Element symbol -> Z for the elements in known_z (pymatgen's 118 symbols; no D, T or species)."""
+    from pymatgen.core.periodic_table import Element
+
+    return {el.symbol: el.Z for el in Element if el.Z in known_z}
+
+
+def _fast_amount(run):
+    """float(run) for an amount pymatgen reads the same way, else None (zero included: see _ZERO_AMOUNT)."""
+    if not run:
+        return 1.0
+    if _NUM_FULL.fullmatch(run) is None:
+        return None
+    return float(run) or None
+
+
+def _fast_part(part, table):
+    """{Z: amount} of one adduct part (leading count removed) as pymatgen sums it, or None."""
+    if _SIMPLE.fullmatch(part) is not None:
+        amounts = {}
+        for symbol, run in _PAIR.findall(part):
+            z = table.get(symbol)
+            if z is None:
+                return None
+            amount = float(run) if run else 1.0
+            if not amount:  # "Fe0O", "Fe0Fe": the pymatgen path refuses literal zeros
+                return None
+            amounts[z] = amounts.get(z, 0.0) + amount
+        return amounts
+    stack = []
+    current = []  # (Z, amount) contributions in order of position
+    for m in _TOKEN.finditer(part):
+        kind = m.lastindex  # groups that take part, possibly empty: 1-2 element, 3 open, 4 close, 5 space, 6 other
+        if kind == 2:
+            z = table.get(m.group(1))
+            if z is None:
+                return None
+            amount = _fast_amount(m.group(2))
+            if amount is None:
+                return None
+            current.append((z, amount))
+        elif kind == 3:
+            stack.append(current)
+            current = []
+        elif kind == 4:
+            if not stack or not current:
+                return None
+            factor = _fast_amount(m.group(4))
+            if factor is None:
+                return None
+            group = {}
+            for z, amount in current:
+                group[z] = group.get(z, 0.0) + amount * factor
+            for value in group.values():
+                if not 0.0 < value < _EXP_FORM:
+                    return None
+            current = stack.pop()
+            current.extend(group.items())
+        elif kind == 5:
+            continue
+        else:  # anything else: not ours to guess
+            return None
+    if stack or not current:
+        return None
+    amounts = {}
+    for z, amount in current:
+        amounts[z] = amounts.get(z, 0.0) + amount
+    return amounts
+
+
+def _fast_amounts(text, table):
+    """{Z: amount} of a formula string exactly as the pymatgen path computes it, or None."""
+    text = text.strip()
+    if not text:
+        return None
+    if _ADDUCT_CHARS.isdisjoint(text):
+        parts = (text,)
+    else:
+        parts = _ADDUCT_SPLIT.split(text)
+    total = None
+    for part in parts:
+        if not part:
+            return None
+        factor = 1.0
+        if part[0] in _COUNT_START:
+            match = _LEADING_COUNT.match(part)
+            if match is None:
+                return None
+            factor = float(match.group(1))
+            part = part[match.end():]
+        amounts = _fast_part(part, table)
+        if amounts is None:
+            return None
+        # pymatgen drops amounts < 1e-8 (at Composition(part), and again after "* factor"): leave that to it
+        for amount in amounts.values():
+            if not _TINY <= amount < _INF:
+                return None
+        if factor != 1.0:
+            amounts = {z: amount * factor for z, amount in amounts.items()}
+            for amount in amounts.values():
+                if not _TINY <= amount < _INF:
+                    return None
+        if total is None:
+            total = amounts
+        else:
+            for z, amount in amounts.items():
+                total[z] = total.get(z, 0.0) + amount
+    return total
 
 
 @dataclass(frozen=True)
@@ -38,9 +183,9 @@ class Stoichiometry:
     atomic_numbers: tuple
     fractions: tuple
 
-    @property
+    @functools.cached_property  # parsed formulas are cached, so each key is rounded once
     def key(self):
-        return tuple(zip(self.atomic_numbers, (round(f, 9) for f in self.fractions)))
+        return tuple(zip(self.atomic_numbers, [round(f, 9) for f in self.fractions]))
 
 
 def _composition_from_string(text):
@@ -92,11 +237,23 @@ def _parse_hashable(item, known_z):
 
 
 def _parse(item, known_z):
+    if isinstance(item, str):
+        amounts = _fast_amounts(item, _symbol_table(known_z))
+        if amounts is not None:
+            zs = sorted(amounts)
+            total = float(sum(amounts[z] for z in zs))
+            if 0.0 < total < _INF:
+                return Stoichiometry(tuple(zs), tuple(amounts[z] / total for z in zs))
+    return _parse_pymatgen(item, known_z)
+
+
+def _parse_pymatgen(item, known_z):
+    """The reference reading (pymatgen Composition); also the one that explains every error."""
     try:
         comp = _to_composition(item)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         reason = str(exc).strip() or type(exc).__name__
-        if isinstance(item, str) and re.search(r"(?:^|[^A-Za-z])[a-z]", item.strip()):
+        if isinstance(item, str) and _LOWERCASE_START.search(item.strip()):
             reason += " (element symbols start with a capital letter, e.g. 'Fe2O3' not 'fe2o3')"
         raise FormulaError(item, reason) from None
     amounts = {}
@@ -115,6 +272,8 @@ def _parse(item, known_z):
         raise FormulaError(item, "amounts must be finite and positive")
     zs = sorted(amounts)
     total = float(sum(amounts[z] for z in zs))
+    if not math.isfinite(total):  # e.g. "Fe1e308O1e308": every fraction would be 0
+        raise FormulaError(item, "amounts too large (their sum overflows); rescale the formula")
     return Stoichiometry(tuple(zs), tuple(amounts[z] / total for z in zs))
 
 
@@ -190,16 +349,21 @@ class StoichiometryBatch:
         )
 
 
+_ATOMIC_NUMBERS = operator.attrgetter("atomic_numbers")
+_FRACTIONS = operator.attrgetter("fractions")
+
+
 class StoichiometryTable:
     """Many stoichiometries as flat arrays; ``collate(indices)`` builds a batch without Python loops."""
 
     def __init__(self, stoichiometries):
         if len(stoichiometries) == 0:
             raise ValueError("cannot build stoichiometry graphs from zero formulas")
-        self.sizes = np.fromiter((len(s.atomic_numbers) for s in stoichiometries), np.int64, len(stoichiometries))
+        self.sizes = np.fromiter(map(len, map(_ATOMIC_NUMBERS, stoichiometries)), np.int64, len(stoichiometries))
         total = int(self.sizes.sum())
-        self.atomic_numbers = np.fromiter((a for s in stoichiometries for a in s.atomic_numbers), np.int64, total)
-        self.fractions = np.fromiter((f for s in stoichiometries for f in s.fractions), np.float32, total)
+        self.atomic_numbers = np.fromiter(
+            itertools.chain.from_iterable(map(_ATOMIC_NUMBERS, stoichiometries)), np.int64, total)
+        self.fractions = np.fromiter(itertools.chain.from_iterable(map(_FRACTIONS, stoichiometries)), np.float32, total)
         self._ptr = np.concatenate([[0], np.cumsum(self.sizes)])
 
     def __len__(self):

@@ -1,14 +1,29 @@
+import glob
 import math
+import os
 
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymatgen.core import Composition, Lattice, Structure
 
 from skpolysrl._elements import known_atomic_numbers, matscholar_table
-from skpolysrl._formula import StoichiometryTable, parse_formula, parse_formulas
+from skpolysrl._formula import (
+    StoichiometryTable,
+    _fast_amounts,
+    _parse,
+    _parse_pymatgen,
+    _symbol_table,
+    parse_formula,
+    parse_formulas,
+)
 from skpolysrl.exceptions import FormulaError, UnknownElementError
 
 KNOWN = known_atomic_numbers()
+SYMBOLS = _symbol_table(KNOWN)
+MATBENCH = os.environ.get("SKPOLYSRL_MATBENCH_DIR", "/work/shared/data/matbench")
 
 
 def parse(x, position=None):
@@ -102,3 +117,145 @@ def test_stoichiometry_graphs_are_fully_connected_with_self_loops():
         assert pairs == {(a, b) for a in nodes for b in nodes}
     assert list(batch.atomic_numbers[batch.batch == 1]) == list(stoich[0].atomic_numbers)
     np.testing.assert_allclose(np.bincount(batch.batch, weights=batch.weights), 1.0, rtol=1e-6)
+
+
+def test_overflowing_amounts_are_an_error_not_zero_fractions():
+    with pytest.raises(FormulaError, match="overflow"):
+        parse("Fe1e308O1e308", position=0)
+
+
+# ----------------------------------------------------------------------------------------
+# The fast reader must give exactly what the pymatgen reading gives: same elements, same
+# float fractions bit for bit, and for anything it does not read, the same error.
+
+
+def outcome(item):
+    """What the public path gives (fast reader first), and what the pymatgen reading gives."""
+
+    def run(fn):
+        try:
+            return fn(item, KNOWN)
+        except Exception as exc:  # compare class and message
+            return type(exc), str(exc)
+
+    return run(_parse), run(_parse_pymatgen)
+
+
+def assert_same_as_pymatgen(formulas):
+    bad = [(f, *outcome(f)) for f in formulas if outcome(f)[0] != outcome(f)[1]]
+    assert not bad, bad[:5]
+
+
+def _formulas(frame):
+    return [f for f in frame["formula"].tolist() if isinstance(f, str)]
+
+
+def test_fast_reader_equals_pymatgen_on_bundled_corpus_and_band_gap_set():
+    from skpolysrl.datasets import load_expt_gap_nonmetals, load_mp_structures
+
+    formulas = _formulas(load_mp_structures(structures=False)) + _formulas(load_expt_gap_nonmetals())
+    assert len(formulas) > 8000
+    assert_same_as_pymatgen(formulas)
+    assert [f for f in formulas if _fast_amounts(f, SYMBOLS) is None] == []  # none falls back
+
+
+@pytest.mark.parametrize("name", ["expt_gap", "glass", "steels_yield"])
+def test_fast_reader_equals_pymatgen_on_matbench_formulas(name):
+    path = os.path.join(MATBENCH, f"{name}.csv")
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not available (set SKPOLYSRL_MATBENCH_DIR)")
+    formulas = _formulas(pd.read_csv(path))
+    assert_same_as_pymatgen(formulas)
+    assert [f for f in formulas if _fast_amounts(f, SYMBOLS) is None] == []
+
+
+@pytest.mark.parametrize(
+    "formula",
+    ["Fe2O3", "C1Pt1", "Bi2Te2.7Se0.3", "(Bi2Te3)0.9(Sb2Te3)0.1", "CuSO4·5H2O", "CuSO4*5H2O", "Ca(Fe(CN)6)2",
+     "Ca[Fe(CN)6]2", "K4{Fe(CN)6}", "Fe2 O3", "Fe 2 O 3", "( Fe O )2", "2Fe2O3", ".5H2O·Na", "FeO1e-3", "Fe2.",
+     "Fe0.620C0.000953Mn0.000521Nb0.0000616", "Fe05O", "OFeFe0.5", "(O)1e15", "Cu · 2 H2O"],
+)
+def test_fast_reader_reads_common_notation_itself(formula):
+    assert _fast_amounts(formula, SYMBOLS) is not None
+    fast, reference = outcome(formula)
+    assert fast == reference
+
+
+@pytest.mark.parametrize(
+    "formula",
+    ["D2O", "T2O", "Fe( )2", "Y3N@C80", "FeO1e-9", "(O)1e16", "Fe2+O3", "Fe-1O", "Fe0O", "Fe0Fe", "Fe2.e0O",
+     "Xx2O", "Og2", "fe2o3", "Fe((O)", "H2O)", "()", "Fe2 3", "F e", "Fe²O₃", "Fe\nO", "Fe1e308O1e308", "0H2O",
+     "1e-9H2O", "CuSO4··H2O"],
+)
+def test_what_the_fast_reader_does_not_read_goes_to_pymatgen(formula):
+    assert _fast_amounts(formula, SYMBOLS) is None or formula == "Fe1e308O1e308"
+    fast, reference = outcome(formula)
+    assert fast == reference
+
+
+_symbols = st.sampled_from(["H", "O", "Fe", "Na", "Cl", "C", "N", "Bi", "Te", "Se", "Cu", "S", "U", "Nb", "Pu",
+                            "D", "T", "Og", "Xx", "Fee", "fe"])
+_amounts = st.one_of(
+    st.just(""),
+    st.integers(0, 1000).map(str),
+    st.tuples(st.integers(0, 99), st.integers(0, 10**6)).map(lambda t: f"{t[0]}.{t[1]}"),
+    st.floats(1e-12, 1e6).map(repr),
+    st.sampled_from([".5", "2.", "1e-3", "1.5e2", "0", "0.0", "00.5", "05", "1e-9", "1e20", "1e400", "2.e0", "1e0",
+                     "1e16", "1e-0", "1e+3", "1-", "-1", "e", "2e"]),
+)
+_space = st.sampled_from(["", "", "", " ", "\t"])
+_element = st.tuples(_space, _symbols, _space, _amounts).map("".join)
+_brackets = st.sampled_from(["()", "[]", "{}", "(]", "((", "))"])
+
+
+def _grouped(inner):
+    return st.one_of(
+        st.lists(inner, min_size=1, max_size=4).map("".join),
+        st.tuples(_brackets, st.lists(inner, min_size=0, max_size=3), _space, _amounts).map(
+            lambda t: t[0][0] + "".join(t[1]) + t[0][1] + t[2] + t[3]),
+    )
+
+
+_body = st.recursive(_element, _grouped, max_leaves=10)
+_part = st.tuples(st.sampled_from(["", "", "", "2", "5 ", "0.5", ".5", "3.", "0", "1e-9"]), _body).map("".join)
+_formula = st.tuples(st.lists(_part, min_size=1, max_size=3), st.sampled_from(["·", "*", " · ", "•", "·*"])).map(
+    lambda t: t[1].join(t[0]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_formula)
+def test_fast_reader_equals_pymatgen_on_generated_formulas(formula):
+    fast, reference = outcome(formula)
+    assert fast == reference
+
+
+# the same, restricted to well-formed formulas, so that most take the fast path
+_clean_element = st.tuples(
+    st.sampled_from(["H", "O", "Fe", "Na", "Cl", "C", "N", "Bi", "Te", "Se", "Cu", "S", "U", "Nb", "Pu", "Li"]),
+    st.one_of(st.just(""), st.integers(1, 1000).map(str), st.floats(1e-6, 1e6).map(repr),
+              st.tuples(st.integers(0, 99), st.integers(1, 10**6)).map(lambda t: f"{t[0]}.{t[1]}")),
+).map("".join)
+
+
+def _clean_grouped(inner):
+    return st.one_of(
+        st.lists(inner, min_size=1, max_size=4).map("".join),
+        st.tuples(st.sampled_from(["()", "[]", "{}"]), st.lists(inner, min_size=1, max_size=3),
+                  st.sampled_from(["", "2", "0.5", "3.25", "1e-2", "10"])).map(
+            lambda t: t[0][0] + "".join(t[1]) + t[0][1] + t[2]),
+    )
+
+
+_clean_formula = st.tuples(
+    st.lists(st.tuples(st.sampled_from(["", "", "2", "0.5"]), st.recursive(_clean_element, _clean_grouped,
+                                                                           max_leaves=8)).map("".join),
+             min_size=1, max_size=3),
+    st.sampled_from(["·", "*", " · "]),
+).map(lambda t: t[1].join(t[0]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_clean_formula)
+def test_fast_reader_equals_pymatgen_on_generated_well_formed_formulas(formula):
+    fast, reference = outcome(formula)
+    assert fast == reference
