@@ -141,7 +141,7 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "pretrained": [StrOptions({"default"}), None, str, os.PathLike],
+        "pretrained": [None, str, os.PathLike],
         "finetune": ["boolean"],
         "hidden_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "epochs": [None, Interval(numbers.Integral, 0, None, closed="left")],

@@ -48,8 +48,10 @@ def read_table(path, sheet_name=0):
         if lower.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
             return pd.read_json(path, lines=".jsonl" in lower)
         return pd.read_csv(path, sep="\t" if lower.endswith((".tsv", ".tab")) else ",")
-    except ImportError:
-        raise
+    except ImportError as exc:  # the optional engines pandas needs for these formats
+        extra = "xlsx" if lower.endswith((".xlsx", ".xls", ".xlsm")) else "parquet"
+        raise ImportError(f"reading {path!r} needs an optional package ({exc}); "
+                          f'pip install "skpolysrl[{extra}]", or save the table as CSV') from exc
     except Exception as exc:
         raise SkPolySRLError(f"cannot read {path!r} as a table ({type(exc).__name__}: {exc}); "
                              "expected CSV, TSV, XLSX, Parquet or JSON") from exc

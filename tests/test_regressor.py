@@ -1,0 +1,162 @@
+"""PolySRLRegressor: the probe and fine-tune protocols as a scikit-learn regressor on formulas.
+
+scikit-learn's estimator checks are written for numeric 2-D X. The ones that apply to an
+estimator whose input is a 1-D list of formula strings are called explicitly below
+(``APPLICABLE_CHECKS``); the behaviour the numeric checks test (fit returns self,
+idempotent fit, pickling, unfitted errors, sample-order and subset invariance, bad y,
+empty input, parameters untouched by fit) is tested here on real formulas.
+
+Checks that cannot apply, and why:
+- numeric-X checks (``check_estimators_dtypes``, ``check_dtype_object``,
+  ``check_fit2d_*``, ``check_f_contiguous_array_estimator``, ``check_readonly_memmap_input``,
+  ``check_inplace_ensure_writeable``, ``check_estimators_nan_inf``, ``check_complex_data``,
+  ``check_positive_only_tag_during_fit``, ``check_regressors_int``, ``check_regressors_train``,
+  ``check_*_data_not_an_array``, ``check_estimators_empty_data_messages``): X is formulas, not numbers;
+- sparse input (``check_estimator_sparse_*``): formulas are not sparse matrices;
+- ``sample_weight`` checks: the paper's protocols take no sample weights;
+- multi-output (``check_regressor_multioutput``, ``check_supervised_y_2d``): one target per model;
+- classifier, transformer, clusterer and outlier checks: not that kind of estimator;
+- ``check_requires_y_none``: y is required and a missing y raises before any data check.
+"""
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import sklearn.utils.estimator_checks as ec
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
+
+from skpolysrl import FormulaError, PolySRLFeaturizer, PolySRLRegressor
+
+APPLICABLE_CHECKS = [
+    "check_no_attributes_set_in_init", "check_parameters_default_constructible", "check_get_params_invariance",
+    "check_set_params", "check_estimator_cloneable", "check_estimator_repr", "check_estimator_tags_renamed",
+    "check_valid_tag_types", "check_mixin_order", "check_do_not_raise_errors_in_init_or_set_params",
+    "check_param_validation", "check_estimators_unfitted", "check_supervised_y_no_nan",
+    "check_non_transformer_estimators_n_iter",
+]
+
+FAST = dict(epochs=30, random_state=0)
+
+
+@pytest.mark.parametrize("check", APPLICABLE_CHECKS)
+def test_sklearn_checks_that_apply(check):
+    getattr(ec, check)("PolySRLRegressor", PolySRLRegressor(**FAST))
+
+
+@pytest.fixture(scope="module")
+def data(band_gap):
+    sub = band_gap.sample(300, random_state=0)
+    return sub["formula"].tolist(), sub["target"].to_numpy()
+
+
+def test_probe_fits_predicts_and_scores(data):
+    X, y = data
+    reg = PolySRLRegressor(**FAST)
+    assert reg.fit(X[:240], y[:240]) is reg
+    pred = reg.predict(X[240:])
+    assert pred.shape == (60,) and np.isfinite(pred).all()
+    # better than predicting the training mean on held-out formulas
+    assert np.abs(pred - y[240:]).mean() < np.abs(y[:240].mean() - y[240:]).mean()
+    assert reg.score(X[240:], y[240:]) > 0
+    assert reg.n_features_in_ == 1 and reg.lr_ == 1e-3
+
+
+def test_fit_is_idempotent_and_deterministic(data):
+    X, y = data
+    reg = PolySRLRegressor(**FAST)
+    a = reg.fit(X, y).predict(X[:20])
+    b = reg.fit(X, y).predict(X[:20])
+    c = clone(reg).fit(X, y).predict(X[:20])
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+
+
+def test_predictions_do_not_depend_on_row_order_or_subset(data):
+    X, y = data
+    reg = PolySRLRegressor(**FAST).fit(X, y)
+    full = reg.predict(X)
+    order = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_allclose(reg.predict([X[i] for i in order]), full[order], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(reg.predict(X[10:20]), full[10:20], rtol=1e-6, atol=1e-6)
+
+
+def test_params_untouched_and_pickle_round_trip(data, tmp_path):
+    X, y = data
+    reg = PolySRLRegressor(n_estimators=2, **FAST)
+    before = reg.get_params()
+    reg.fit(X, y)
+    assert reg.get_params() == before
+    pred, std = reg.predict(X[:15], return_std=True)
+    path = tmp_path / "reg.joblib"
+    joblib.dump(reg, path)
+    loaded = joblib.load(path)
+    np.testing.assert_array_equal(loaded.predict(X[:15]), pred)
+    np.testing.assert_allclose(loaded.predict(X[:15], return_std=True)[1], std)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(reg)).predict(X[:15]), pred)
+
+
+def test_return_std_combines_ensemble_and_representation(data):
+    X, y = data
+    one = PolySRLRegressor(n_estimators=1, **FAST).fit(X, y)
+    three = PolySRLRegressor(n_estimators=3, **FAST).fit(X, y)
+    _, s1 = one.predict(X[:40], return_std=True)
+    p3, s3 = three.predict(X[:40], return_std=True)
+    assert (s1 > 0).all() and np.isfinite(s1).all(), "the representation's variance alone gives a spread"
+    features = PolySRLFeaturizer(verbose=False).fit(["H"]).transform(X[:40])  # the same frozen default encoder
+    members = np.stack([h.predict(features) for h in three.estimators_])
+    np.testing.assert_allclose(p3, members.mean(axis=0), rtol=1e-6, atol=1e-9)
+    assert (s3**2 >= members.var(axis=0) - 1e-9).all(), "std includes the ensemble spread"
+
+
+def test_errors_are_clear(data):
+    X, y = data
+    with pytest.raises(NotFittedError):
+        PolySRLRegressor().predict(["NaCl"])
+    with pytest.raises(ValueError, match="empty"):
+        PolySRLRegressor(**FAST).fit([], [])
+    with pytest.raises(ValueError, match="300 formulas but y has 299"):
+        PolySRLRegressor(**FAST).fit(X, y[:-1])
+    with pytest.raises(ValueError, match="NaN"):
+        PolySRLRegressor(**FAST).fit(X[:3], [1.0, np.nan, 2.0])
+    with pytest.raises(FormulaError, match="Xx2O"):
+        PolySRLRegressor(**FAST).fit(["NaCl", "Xx2O"], [1.0, 2.0])
+    reg = PolySRLRegressor(ignore_errors=True, **FAST).fit(X, y)
+    pred = reg.predict(["NaCl", "not a formula", "GaAs"])
+    assert np.isnan(pred[1]) and np.isfinite(pred[[0, 2]]).all()
+
+
+def test_in_pipeline_cross_val_score_and_grid_search(data):
+    X, y = data
+    scores = cross_val_score(PolySRLRegressor(**FAST), X, y, cv=3, scoring="neg_mean_absolute_error")
+    assert len(scores) == 3 and np.all(-scores < 1.5)
+    grid = GridSearchCV(Pipeline([("reg", PolySRLRegressor(**FAST))]), {"reg__hidden_dim": [16, 64]}, cv=2,
+                        scoring="neg_mean_absolute_error").fit(X, y)
+    assert grid.best_params_["reg__hidden_dim"] in (16, 64)
+
+
+def test_finetune_chooses_lr_on_validation_and_changes_the_encoder(data, tmp_path):
+    X, y = data
+    reg = PolySRLRegressor(finetune=True, epochs=2, lr_grid=(1e-4, 1e-3), random_state=0).fit(X[:150], y[:150])
+    assert set(reg.validation_mae_) == {1e-4, 1e-3}
+    assert reg.lr_ == min(reg.validation_mae_, key=reg.validation_mae_.get)
+    pred, std = reg.predict(X[200:], return_std=True)
+    assert np.isfinite(pred).all() and (std > 0).all()
+    probe = PolySRLRegressor(**FAST).fit(X[:200], y[:200])
+    tuned_encoder = reg.estimators_[0]["encoder"]["state_dict"]
+    frozen_encoder = probe.encoder_["state_dict"]
+    changed = [k for k in frozen_encoder if not np.allclose(frozen_encoder[k].numpy(), tuned_encoder[k].numpy())]
+    assert changed, "fine-tuning must train the encoder"
+    joblib.dump(reg, tmp_path / "ft.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "ft.joblib").predict(X[200:]), pred)
+
+
+def test_rand_init_and_model_file(data, model_path):
+    X, y = data
+    rand = PolySRLRegressor(pretrained=None, **FAST).fit(X, y)
+    own = PolySRLRegressor(pretrained=str(model_path), **FAST).fit(X, y)
+    assert not np.allclose(rand.predict(X[:10]), own.predict(X[:10]))
