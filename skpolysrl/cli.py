@@ -55,6 +55,12 @@ examples:
   skpolysrl pretrain --data my_cifs/ --epochs 100 --out my_model.pt
   skpolysrl pretrain --data vasp_runs/ --recursive --ignore-errors --out my_model.pt
   skpolysrl pretrain --limit 1000 --epochs 5 --out quick.pt
+
+several GPUs or nodes (torch.distributed; --batch-size stays the global batch, the result that of one
+process up to float rounding; rank 0 writes --out and prints):
+  torchrun --nproc_per_node=4 -m skpolysrl.cli pretrain --data mp.pkl --out my_model.pt
+  torchrun --nnodes=2 --nproc_per_node=4 --node_rank=N --master_addr=HOST0 --master_port=29500 \
+      -m skpolysrl.cli pretrain --data mp.pkl --out my_model.pt     # on node N = 0 (HOST0) and on N = 1
 """
 
 
@@ -88,6 +94,10 @@ def cmd_pretrain(args):
         f.fit(data["formula"].tolist(), data["target"].to_numpy(dtype=float), monitor=monitor)
     else:
         f.fit(data, monitor=monitor)
+    from .distributed import is_main_process
+
+    if not is_main_process():  # under torchrun the processes share one model: rank 0 writes and reports
+        return
     f.save(args.out)
     if args.history:
         with open(args.history, "w") as fh:

@@ -17,6 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _io
+from . import distributed as _ddp
 from ._elements import known_atomic_numbers, matscholar_table
 from ._formula import StoichiometryTable, parse_formula, parse_formulas
 from .exceptions import FormulaError
@@ -80,6 +81,23 @@ def _as_items(X):
     return list(X)
 
 
+def _read_graph_cache(path, structures):
+    """The graphs in a valid ``graph_cache`` file for ``structures``, else None (never writes)."""
+    import inspect
+
+    from .graphs import StructureGraphs, build_structure_graphs, structure_fingerprint
+
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        graphs, stored = StructureGraphs.load(path)
+    except Exception:  # unreadable, or being replaced
+        return None
+    defaults = inspect.signature(build_structure_graphs).parameters
+    fingerprint = structure_fingerprint(structures, defaults["cutoff"].default, defaults["max_neighbors"].default)
+    return graphs if stored == fingerprint else None
+
+
 class PolySRLFeaturizer(BaseFeaturizer):
     """Formula -> PolySRL representation (Gaussian mean) and its uncertainty.
 
@@ -108,6 +126,8 @@ class PolySRLFeaturizer(BaseFeaturizer):
     beta : float, default=1e-8
         Weight of the KL term.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
+        Under ``torchrun``, "auto" and "cuda" mean ``cuda:LOCAL_RANK`` and ``fit``
+        pretrains data-parallel over the processes (docs: "Multi-GPU and multi-node").
     random_state : int or None, default=None
         Seeds initialisation, batch order and sampling. Same seed, data and
         device give identical embeddings.
@@ -310,13 +330,14 @@ class PolySRLFeaturizer(BaseFeaturizer):
         return self._pretrain(structures, monitor, on_epoch_end)
 
     def _set_model(self, model):
-        self.device_ = _resolve_device(self.device)
+        self.device_ = _ddp.local_device(_resolve_device(self.device))  # under torchrun: cuda:LOCAL_RANK
         self.model_ = model.to(self.device_).eval()
         self.n_features_out_ = model.config["hidden_dim"] + 1
         self._fitted_from = self.pretrained
 
     def _pretrain_formulas(self, X, y, monitor=None, on_epoch_end=None):
         """GraphCL or supervised pretraining: formulas (or the formulas of structures) only."""
+        _ddp.init_from_env(_resolve_device(self.device))
         structures = _as_structures(X)
         items = structures if structures is not None else _as_items(X)
         if len(items) < 2:
@@ -332,7 +353,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         stoich = parse_formulas(items, known_atomic_numbers())
         keys = {}
         formula_ids = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
-        seed = self._seed()
+        seed = _ddp.broadcast_object(self._seed())  # under torchrun, every process takes rank 0's seed
         model = self._initial_model(seed)
         self._set_model(model)
         self.history_ = self._run_pretraining(StoichiometryTable(stoich), stoich, formula_ids, None, seed,
@@ -369,13 +390,18 @@ class PolySRLFeaturizer(BaseFeaturizer):
 
         if len(structures) < 2:
             raise ValueError(f"contrastive pretraining needs at least 2 structures, got {len(structures)}")
+        _ddp.init_from_env(_resolve_device(self.device))  # under torchrun: join the other processes
         known = known_atomic_numbers()
         stoich = [parse_formula(s, known, position=i) for i, s in enumerate(structures)]
         keys = {}
         formula_ids = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
         table = StoichiometryTable(stoich)
-        graphs = build_structure_graphs(structures, cache=self.graph_cache, progress=self.verbose)
-        seed = self._seed()
+        main = _ddp.is_main_process()
+        graphs = None if main else _read_graph_cache(self.graph_cache, structures)
+        if graphs is None:  # under torchrun rank 0 alone writes the cache; the others read it when valid
+            graphs = build_structure_graphs(structures, cache=self.graph_cache if main else None,
+                                            progress=self.verbose and main)
+        seed = _ddp.broadcast_object(self._seed())  # under torchrun, every process takes rank 0's seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # also seeds a fresh structure encoder added to loaded weights
             self._set_model(self._initial_model(seed).add_structure_encoder())
