@@ -46,7 +46,10 @@ class GraphNetworkLayer(nn.Module):
         h = self.hidden_dim
         first = self.edge_mlp[0]
         w_src, w_dst, w_edge = first.weight[:, :h], first.weight[:, h : 2 * h], first.weight[:, 2 * h :]
-        pre = (x @ w_src.t())[src] + (x @ w_dst.t())[dst] + F.linear(edge_attr, w_edge, first.bias)
+        # index_select, not x[src]: its backward is index_add_ (deterministic, ~2x faster on CPU) where
+        # advanced indexing's is an accumulating index_put_ whose multi-threaded sum order varies with load
+        pre = ((x @ w_src.t()).index_select(0, src) + (x @ w_dst.t()).index_select(0, dst)
+               + F.linear(edge_attr, w_edge, first.bias))
         for i in range(1, len(self.edge_mlp)):
             pre = self.edge_mlp[i](pre)
         edge_attr = edge_attr + pre
