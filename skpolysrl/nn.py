@@ -19,6 +19,46 @@ def segment_sum(x, index, num_segments):
     return x.new_zeros((num_segments, x.shape[1])).index_add_(0, index, x)
 
 
+def segment_softmax(e, index, num_segments):
+    """Softmax of the 1-D scores ``e`` within each segment ``index`` (as PyG's ``softmax``)."""
+    top = e.detach().new_full((num_segments,), float("-inf")).scatter_reduce_(0, index, e.detach(), "amax")
+    ex = torch.exp(e - top.index_select(0, index))
+    total = ex.new_zeros(num_segments).index_add_(0, index, ex) + 1e-16
+    return ex / total.index_select(0, index)
+
+
+def set2set(module, x, batch, num_graphs):
+    """PyG ``Set2Set`` readout computed with ``module``'s LSTM weights, without its wasted work.
+
+    The first processing step starts from a zero state and a zero input, so its
+    LSTM output is one vector shared by every graph, and so is the ``q`` half of
+    the next step's input: state and ``q`` are kept as one broadcast row until
+    they differ between graphs, and the LSTM's matrix products only touch the
+    per-graph part ``r``. Same function as ``module(x, batch, dim_size=num_graphs)``
+    up to float rounding (tests compare them).
+    """
+    lstm = module.lstm
+    d = module.in_channels
+    w_ih, w_hh = lstm.weight_ih_l0, lstm.weight_hh_l0
+    bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0)[None, :]
+    h = c = None  # zero state
+    q = r = None  # zero input
+    for _ in range(module.processing_steps):
+        gates = bias
+        if q is not None:
+            gates = gates + F.linear(q, w_ih[:, :d]) + F.linear(r, w_ih[:, d:])
+        if h is not None:
+            gates = gates + F.linear(h, w_hh)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(i) * torch.tanh(g) if c is None else torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        q = h  # one row (first step) or one per graph
+        q_nodes = q.expand(x.shape[0], -1) if q.shape[0] == 1 else q.index_select(0, batch)
+        a = segment_softmax((x * q_nodes).sum(dim=-1), batch, num_graphs)
+        r = segment_sum(a[:, None] * x, batch, num_graphs)
+    return torch.cat([q.expand(num_graphs, -1), r], dim=-1)
+
+
 class _MLP(nn.Sequential):
     """Linear -> LayerNorm -> PReLU -> Linear (the graph network's update MLP)."""
 
@@ -96,7 +136,9 @@ class StoichiometryEncoder(nn.Module):
         self.register_buffer("element_table", element_table)
         in_dim = element_table.shape[1]
         self.input = nn.Identity() if in_dim == hidden_dim else nn.Linear(in_dim, hidden_dim)
-        # the graph is fully connected *with* self loops already: don't add more
+        # the graph is fully connected *with* self loops already: don't add more. The PyG modules hold
+        # the parameters (their initialisation and state-dict names); forward computes the same
+        # functions faster (node_embeddings, set2set)
         self.convs = nn.ModuleList(
             pyg.nn.GCNConv(hidden_dim, hidden_dim, add_self_loops=False) for _ in range(n_layers)
         )
@@ -108,21 +150,48 @@ class StoichiometryEncoder(nn.Module):
         if log_sigma_init is not None:  # start with small variances: samples near the mean, not noise
             nn.init.constant_(self.lin_sigma.bias, float(log_sigma_init))
 
-    def node_embeddings(self, atomic_numbers, weights, edge_index):
-        """Fraction-weighted element representations, (n_nodes, hidden_dim)."""
-        h = self.input(self.element_table[atomic_numbers])
-        layers = [h]
-        for conv in self.convs:
-            h = h + F.elu(conv(h, edge_index))
-            layers.append(h)
-        h = self.jumping_knowledge(torch.cat(layers, dim=-1))
+    def node_embeddings(self, atomic_numbers, weights, edge_index, batch, num_graphs):
+        """Fraction-weighted element representations, (n_nodes, hidden_dim).
+
+        ``edge_index`` must hold each graph's complete graph with self loops (as
+        :class:`~skpolysrl._formula.StoichiometryTable` builds it); only its edge
+        count is checked, because the layers are computed per graph:
+
+        On a complete graph a GCN layer gives every node the same message, its
+        graph's mean (weights 1/n from the symmetric normalisation), so after layer k a node is its
+        input vector plus a per-graph shift, ``h_k = h_0 + t_k[graph]``, with
+        ``t_k = t_{k-1} + elu(GCN(mean(h_0) + t_{k-1}))``. Jumping knowledge is
+        linear, ``sum_k W_k h_k + b = (sum_k W_k) h_0 + b + sum_k W_k t_k``: an
+        element term (a product on the ~100-row element table) plus a graph
+        term. Every matrix product runs on elements or graphs, none on nodes;
+        the result is the layer-by-layer computation's up to float rounding
+        (tests compare it with PyG's GCNConv).
+        """
+        counts = torch.bincount(batch, minlength=num_graphs)
+        if edge_index.shape[1] != int((counts * counts).sum()):
+            raise ValueError(f"stoichiometry graphs must be complete graphs with self loops (sum of n_i^2 = "
+                             f"{int((counts * counts).sum())} edges), got {edge_index.shape[1]} edges")
+        elements = self.input(self.element_table)  # h_0 of every element
+        jk_weights = self.jumping_knowledge.weight.split(elements.shape[1], dim=1)
+        mean_input = segment_sum(elements.index_select(0, atomic_numbers), batch, num_graphs)
+        mean_input = mean_input / counts.clamp(min=1).to(mean_input.dtype)[:, None]
+        shift = graph_term = None
+        for conv, jk_weight in zip(self.convs, jk_weights[1:]):
+            mean = mean_input if shift is None else mean_input + shift
+            step = F.elu(F.linear(mean, conv.lin.weight, conv.bias))
+            shift = step if shift is None else shift + step
+            graph_term = F.linear(shift, jk_weight) if graph_term is None else graph_term + F.linear(shift, jk_weight)
+        element_term = F.linear(elements, sum(jk_weights), self.jumping_knowledge.bias)
+        h = element_term.index_select(0, atomic_numbers)
+        if graph_term is not None:
+            h = h + graph_term.index_select(0, batch)
         return h * weights[:, None]
 
     def forward(self, atomic_numbers, weights, edge_index, batch, num_graphs):
-        h = self.node_embeddings(atomic_numbers, weights, edge_index)
+        h = self.node_embeddings(atomic_numbers, weights, edge_index, batch, num_graphs)
         s = segment_sum(h, batch, num_graphs)
-        mu = self.lin_mu(self.set2set_mu(h, batch, dim_size=num_graphs)) + s
-        log_sigma = self.lin_sigma(self.set2set_sigma(h, batch, dim_size=num_graphs)) + s
+        mu = self.lin_mu(set2set(self.set2set_mu, h, batch, num_graphs)) + s
+        log_sigma = self.lin_sigma(set2set(self.set2set_sigma, h, batch, num_graphs)) + s
         return F.normalize(mu, dim=-1), log_sigma
 
 
