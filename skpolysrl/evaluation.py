@@ -269,7 +269,7 @@ class MLPHeadRegressor(RegressorMixin, BaseEstimator):
         yt = torch.tensor(y, dtype=torch.float32, device=device)
         n = Xt.shape[0]
         batch = n if self.batch_size is None else min(int(self.batch_size), n)
-        optimizer = torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
 
         losses = []
         for _ in range(self.epochs):

@@ -292,7 +292,7 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
             torch.manual_seed(seed)
             head = _build_head(start.shape[1], self.hidden_dim)
         net = _finetune_net(encoder.stoichiometry, head, mean, scale).to(self.device_).train()
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=self.weight_decay, fused=True)
         targets = torch.as_tensor(y, dtype=torch.float32, device=self.device_)
         order_rng = np.random.default_rng(seed)
         for _ in range(self._epochs()):
