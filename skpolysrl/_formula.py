@@ -261,7 +261,7 @@ def _parse_pymatgen(item, known_z):
         element = getattr(species, "element", species)  # Species with oxidation state -> Element
         z = getattr(element, "Z", None)
         if not isinstance(z, numbers.Integral) or type(element).__name__ != "Element":
-            raise UnknownElementError(item, f"{species} is not a chemical element")
+            raise UnknownElementError(item, f"{getattr(species, 'symbol', species)!r} is not a chemical element")
         if z not in known_z:
             raise UnknownElementError(item, f"element {element.symbol} (Z={z}) has no Matscholar embedding")
         amounts[int(z)] = amounts.get(int(z), 0.0) + float(amount)

@@ -6,15 +6,13 @@ import os
 import sys
 import time
 
+from .exceptions import FormulaError
+
 
 def _read_table(path):
-    import pandas as pd
+    from .datasets import read_table
 
-    if str(path).endswith((".xlsx", ".xls")):
-        return pd.read_excel(path)
-    if str(path).endswith(".parquet"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+    return read_table(path)
 
 
 def _structures(source, limit, recursive=False, ignore_errors=False):
@@ -122,6 +120,18 @@ def cmd_featurize(args):
     else:
         out.to_csv(args.out, index=False)
     print(f"wrote {args.out}: {len(out)} rows x {len(f.feature_labels())} PolySRL features")
+
+
+_FEATURIZE_EPILOG = """\
+Formulas are read as pymatgen reads them ("Fe2O3", "LiFe0.5Mn0.5PO4", "Ca(OH)2"); repeated
+formulas are encoded once. Without --ignore-errors the first bad formula stops the run with
+its row and the reason; with it, that row's features are empty (NaN).
+
+examples:
+  skpolysrl featurize --input formulas.csv --out features.csv
+  skpolysrl featurize --input data.xlsx --formula-col Formula --out features.parquet --ignore-errors
+  skpolysrl featurize --input data.csv --model my_model.pt --out features.csv --progress
+"""
 
 
 _EVALUATE_EPILOG = """\
@@ -254,14 +264,17 @@ def build_parser():
     pre.set_defaults(func=cmd_pretrain)
 
     fea = sub.add_parser("featurize", help="add PolySRL features to a table of formulas",
-                         description="Reads CSV/XLSX/Parquet, writes the table plus 201 feature columns.")
+                         description="Reads a table with a column of chemical formulas and writes it back with "
+                                     "the PolySRL representation added: polysrl_0 .. polysrl_199 (the mean "
+                                     "embedding) and polysrl_uncertainty (its variance).",
+                         epilog=_FEATURIZE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     fea.add_argument("--model", default="default", help="'default' (shipped), 'none' (random) or a model file")
-    fea.add_argument("--input", required=True)
-    fea.add_argument("--formula-col", default="formula")
+    fea.add_argument("--input", required=True, help="table to read: .csv, .tsv, .xlsx, .parquet or .json")
+    fea.add_argument("--formula-col", default="formula", help="name of the column of formulas (default: formula)")
     fea.add_argument("--out", required=True, help="output .csv or .parquet")
-    fea.add_argument("--batch-size", type=int, default=4096, help="formulas per forward pass")
+    fea.add_argument("--batch-size", type=int, default=4096, help="formulas per forward pass (default: 4096)")
     fea.add_argument("--ignore-errors", action="store_true", help="NaN rows for invalid formulas instead of failing")
-    fea.add_argument("--progress", action="store_true")
+    fea.add_argument("--progress", action="store_true", help="show a progress bar")
     fea.set_defaults(func=cmd_featurize)
 
     ev = sub.add_parser("evaluate", help="score a model on a property by the paper's cross-validated protocols",
@@ -298,7 +311,10 @@ def main(argv=None):
     try:
         args.func(args)
     except (OSError, ValueError) as exc:
-        print(f"skpolysrl {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if isinstance(exc, FormulaError) and hasattr(args, "ignore_errors"):
+            message += " On the command line: --ignore-errors."
+        print(f"skpolysrl {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

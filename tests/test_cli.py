@@ -43,6 +43,22 @@ def test_cli_reports_bad_column_and_bad_model(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_featurize_bad_formula_fails_or_gives_nan_row(tmp_path, capsys):
+    table = tmp_path / "in.xlsx"
+    pd.DataFrame({"Formula": ["Fe2O3", "Xx2", "NaCl"], "y": [1.0, 2.0, 3.0]}).to_excel(table, index=False)
+    out = tmp_path / "o.csv"
+    assert main(["featurize", "--input", str(table), "--formula-col", "Formula", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'Xx2' at position 1" in err and "'Xx' is not a chemical element" in err and "--ignore-errors" in err
+    assert not out.exists()
+    assert main(["featurize", "--input", str(table), "--formula-col", "Formula", "--out", str(out),
+                 "--ignore-errors"]) == 0
+    result = pd.read_csv(out)
+    features = result[[c for c in result.columns if c.startswith("polysrl_")]].to_numpy()
+    assert np.isnan(features[1]).all() and np.isfinite(features[[0, 2]]).all()
+    assert list(result["y"]) == [1.0, 2.0, 3.0]
+
+
 def test_cli_help_runs():
     out = subprocess.run([sys.executable, "-m", "skpolysrl.cli", "--help"], capture_output=True, text=True, check=True)
     assert "pretrain" in out.stdout and "featurize" in out.stdout
