@@ -161,6 +161,23 @@ def test_featurize_dataframe_matches_transform(trained):
     assert len(trained.citations()) == 2 and trained.implementors()
 
 
+@pytest.mark.filterwarnings("ignore::pandas.errors.PerformanceWarning")  # matminer's inplace adds columns one by one
+def test_featurize_dataframe_inplace_multiindex_and_dtypes(trained):
+    df = pd.DataFrame({"formula": FORMULAS, "y": np.arange(len(FORMULAS), dtype=float)})
+    before = df.copy()
+    out = trained.featurize_dataframe(df, "formula", pbar=False)
+    pd.testing.assert_frame_equal(df, before)  # inplace=False leaves the input alone
+    assert list(out.columns) == ["formula", "y"] + trained.feature_labels()
+    assert all(out[c].dtype == np.float64 for c in trained.feature_labels())
+    assert trained.featurize_dataframe(df, "formula", inplace=True, pbar=False) is None
+    np.testing.assert_allclose(df[trained.feature_labels()].to_numpy(), trained.transform(FORMULAS), rtol=1e-6)
+    multi = trained.featurize_dataframe(before.copy(), "formula", multiindex=True, pbar=False)
+    np.testing.assert_allclose(multi["PolySRLFeaturizer"].to_numpy(), trained.transform(FORMULAS), rtol=1e-6)
+    assert not hasattr(trained, "_rows_as_array")  # no state left behind on the estimator
+    rows = trained.featurize_many(FORMULAS, pbar=False)
+    assert isinstance(rows, list) and isinstance(rows[0], list)  # matminer's return type outside the frame path
+
+
 def test_pipeline_cross_val_score_on_band_gap(model_path, band_gap):
     pipe = Pipeline([
         ("f", PolySRLFeaturizer(pretrained=str(model_path), verbose=False)),
