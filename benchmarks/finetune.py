@@ -77,6 +77,12 @@ def report():
         lines.append(f"| {key[0]} | {key[1]} | {len(recs)}/5 | {s['mae_mean']:.4f} ± {s['mae_std']:.4f} | "
                      f"{s['r2_mean']:.3f} | {lrs} | "
                      f"{np.mean([r['seconds'] for r in recs]) / 60:.1f} | {REFERENCE.get(key[0], '')} |")
+    lines += ["", "Per fold (MAE, minutes, when finished). The encoder's forward was rewritten between folds "
+              "(per-graph GCN/Set2Set, 2026-12-01: the same function up to float rounding, 3x faster) and "
+              "the machine's other load varied, so minutes are not comparable across folds.", ""]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["fold"])):
+        lines.append(f"- {r['dataset']} fold {r['fold']}: MAE {r['mae']:.4f}, lr {r.get('lr', float('nan')):g}, "
+                     f"{r['seconds'] / 60:.1f} min, {r.get('finished', '2026-11-25')}")
     (RESULTS / "finetune.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
