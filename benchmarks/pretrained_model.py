@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import resource
+import sys
 import time
 import warnings
 
@@ -42,6 +43,7 @@ def is_fractional(formula):
 
 def main():
     import torch
+    from scipy.stats import mannwhitneyu
     from sklearn.ensemble import RandomForestRegressor
 
     from skpolysrl import PolySRLFeaturizer
@@ -52,6 +54,8 @@ def main():
     p.add_argument("--model", default="default")
     p.add_argument("--out", default=os.path.join(HERE, "results", "pretrained_model.md"))
     p.add_argument("--n-speed", type=int, default=10000)
+    p.add_argument("--also", nargs="*", default=[], metavar="MODEL",
+                   help="more model files to probe in the same run (e.g. a previous shipped model)")
     a = p.parse_args()
 
     bg = load_expt_gap_nonmetals()
@@ -70,6 +74,9 @@ def main():
     X_rand = untrained.transform(formulas)
     X_magpie = magpie_features(formulas)
     probe(f"PolySRL ({a.model})", X_model)
+    for other in a.also:
+        probe(f"PolySRL ({os.path.basename(other)})",
+              PolySRLFeaturizer(pretrained=other, verbose=False).fit(["H"]).transform(formulas))
     probe("Rand init. (untrained encoder)", X_rand)
     probe("Magpie + same head", X_magpie)
     probe("Magpie + RandomForest(300)", X_magpie, RandomForestRegressor(n_estimators=300, random_state=0, n_jobs=1))
@@ -100,7 +107,8 @@ def main():
         f"# Pretrained model benchmark: `{a.model}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads). Command: `python benchmarks/pretrained_model.py --model {a.model}`.",
+        f"({torch.get_num_threads()} threads). Command: `python benchmarks/pretrained_model.py "
+        f"{' '.join(sys.argv[1:])}`.",
         "",
         "## Band gap probe (2,482 formulas, 5-fold CV seed 0, MLP head 128, 300 epochs, L1)",
         "",
@@ -114,6 +122,9 @@ def main():
         "",
         "## Uncertainty (geometric mean of the variances)",
         "",
+        f"Two-sided Mann-Whitney U p-values: 2+ structures vs 1, {mannwhitneyu(u_poly, u_mono).pvalue:.2g}; "
+        f"fractional vs stoichiometric, {mannwhitneyu(u_bg[frac], u_bg[~frac]).pvalue:.2g}.",
+        "",
         "| group | n | mean uncertainty | median |",
         "|---|---|---|---|",
         f"| corpus formulas with 2+ structures | {len(poly)} | {u_poly.mean():.4g} | {np.median(u_poly):.4g} |",
@@ -126,7 +137,10 @@ def main():
         f"Load + transform {a.n_speed:,} formulas: {ours:.2f} s ({a.n_speed / ours:,.0f} formulas/s). "
         f"Magpie `featurize_many` (n_jobs=1), timed on {n_magpie:,} and scaled: {theirs:.1f} s "
         f"({a.n_speed / theirs:,.0f} formulas/s). Ratio: **{theirs / ours:.0f}x**. "
-        f"Peak RSS of the whole benchmark process: {peak_mb:.0f} MB.",
+        f"Peak RSS of the whole benchmark process: {peak_mb:.0f} MB. A quick check in a process that "
+        "has already run everything above; the controlled comparison (fresh processes, cold and warm, "
+        "the whole 10,000 for Magpie too, featurize_dataframe) is `benchmarks/featurize_speed.py` -> "
+        "`featurize_speed.md`.",
         "",
     ]
     text = "\n".join(lines)

@@ -20,6 +20,16 @@ here"). The shipped recipe trains in two stages:
 2. Variance: with means and structure encoder frozen, PolySRL's own soft contrastive loss
    (J = 8 samples, polymorph rule, KL with beta = 1e-8, positive and negative pairs
    weighted equally) fits the variance path and c, d, so the uncertainty is PolySRL's.
+3. Supervised (the paper's "MP Band G." / "MP Form. E." objectives, in sequence): L1 on
+   the DFT band gap (matbench mp_gap.csv, mean per formula), then on the DFT formation
+   energy (mp_e_form.csv), through the paper's MLP head on the mean embedding (the head
+   is dropped afterwards). Formulas of the evaluation sets (the Band Gap set and
+   matbench expt_gap) are removed from these training sets, and 2,000 more per property
+   are held out to monitor the stage. Why: the contrastive stages alone reached a band
+   gap probe MAE of 0.418 (untrained 0.425-0.441, the bar 0.39); the DFT properties of
+   ~75k-91k MP formulas, themselves computed from their crystal structures, carry the
+   structure-property knowledge the probe measures (0.418 -> 0.397 after the band gap
+   stage, 0.389 after both, in the experiments that chose these settings).
 """
 
 import argparse
@@ -65,6 +75,27 @@ def load_corpus(source, max_sites, n, seed):
     return pd.DataFrame(rows)
 
 
+def supervised_set(name, seed, n_monitor=2000):
+    """(train formulas, train targets, monitor formulas, monitor targets): MP DFT values averaged per
+    stoichiometry, without the formulas of the evaluation sets (band gap set, matbench expt_gap)."""
+    from skpolysrl._elements import known_atomic_numbers
+    from skpolysrl._formula import parse_formulas
+    from skpolysrl.datasets import load_dataset
+
+    known = known_atomic_numbers()
+    df = pd.read_csv(os.path.join(SHARED, "matbench", name))
+    df["key"] = [None if s is None else s.key for s in parse_formulas(df.formula.tolist(), known, ignore_errors=True)]
+    df = df.dropna(subset=["key"]).groupby("key", sort=False).agg(formula=("formula", "first"),
+                                                                   target=("target", "mean")).reset_index()
+    evaluation = load_dataset("band_gap").formula.tolist() + load_dataset("matbench_expt_gap").formula.tolist()
+    excluded = {s.key for s in parse_formulas(evaluation, known, ignore_errors=True) if s is not None}
+    df = df[~df.key.isin(excluded)].sample(frac=1.0, random_state=seed)
+    monitor, train = df.iloc[:n_monitor], df.iloc[n_monitor:]
+    print(f"{name}: {len(train)} training formulas, {len(monitor)} held out; {len(excluded)} evaluation-set "
+          "stoichiometries excluded", flush=True)
+    return train.formula.tolist(), train.target.to_numpy(), (monitor.formula.tolist(), monitor.target.to_numpy())
+
+
 def main():
     import torch
 
@@ -80,6 +111,9 @@ def main():
     p.add_argument("--align-lr", type=float, default=5e-5)
     p.add_argument("--variance-epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--gap-epochs", type=int, default=20, help="stage 3a: supervised on MP DFT band gaps")
+    p.add_argument("--eform-epochs", type=int, default=10, help="stage 3b: supervised on MP formation energies")
+    p.add_argument("--supervised-lr", type=float, default=3e-4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(ROOT, "skpolysrl", "weights", "polysrl_default.pt"))
@@ -119,7 +153,22 @@ def main():
 
     history = {"stage1a_warmup": warm.history_, "stage1b_alignment": stage1.history_,
                "stage2_variance": stage2.history_}
-    save_model(stage2.model_, a.out, extra={"recipe": " ".join(sys.argv), "history": history},
+    model, params = stage2.model_, {}
+    # 3. supervised on MP DFT properties of formulas (mean embedding -> MLP head, L1), in sequence
+    for stage, name, epochs in (("stage3a_band_gap", "mp_gap.csv", a.gap_epochs),
+                                ("stage3b_formation_energy", "mp_e_form.csv", a.eform_epochs)):
+        if epochs <= 0:
+            continue
+        tmp = a.out + f".{stage}.pt"
+        save_model(model, tmp, include_structure_encoder=False)
+        formulas, targets, held_out = supervised_set(name, a.seed)
+        sup = PolySRLFeaturizer(pretrained=tmp, objective="supervised", epochs=epochs, lr=a.supervised_lr,
+                                batch_size=256, random_state=a.seed, device="cpu", verbose=True)
+        sup.fit(formulas, targets, monitor=held_out)
+        os.remove(tmp)
+        model, history[stage], params[stage + "_params"] = sup.model_, sup.history_, {
+            k: str(v) for k, v in sup.get_params().items()}
+    save_model(model, a.out, extra={"recipe": " ".join(sys.argv), "history": history},
                include_structure_encoder=False)
     seconds = time.perf_counter() - t0
     with open(a.log, "w") as fh:
@@ -127,7 +176,8 @@ def main():
                    "n_formulas": int(data.formula.nunique()), "threads": a.threads,
                    "stage1a_params": {k: str(v) for k, v in warm.get_params().items()},
                    "stage1b_params": {k: str(v) for k, v in stage1.get_params().items()},
-                   "stage2_params": {k: str(v) for k, v in stage2.get_params().items()}, **history}, fh, indent=1)
+                   "stage2_params": {k: str(v) for k, v in stage2.get_params().items()}, **params, **history},
+                  fh, indent=1)
     print(f"wrote {a.out} ({os.path.getsize(a.out) / 1e6:.1f} MB) in {seconds / 60:.1f} min", flush=True)
 
 
