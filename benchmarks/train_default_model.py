@@ -89,10 +89,11 @@ def supervised_set(name, seed, n_monitor=2000):
                                                                    target=("target", "mean")).reset_index()
     evaluation = load_dataset("band_gap").formula.tolist() + load_dataset("matbench_expt_gap").formula.tolist()
     excluded = {s.key for s in parse_formulas(evaluation, known, ignore_errors=True) if s is not None}
-    df = df[~df.key.isin(excluded)].sample(frac=1.0, random_state=seed)
+    dropped = df.key.isin(excluded)
+    df = df[~dropped].sample(frac=1.0, random_state=seed)
     monitor, train = df.iloc[:n_monitor], df.iloc[n_monitor:]
-    print(f"{name}: {len(train)} training formulas, {len(monitor)} held out; {len(excluded)} evaluation-set "
-          "stoichiometries excluded", flush=True)
+    print(f"{name}: {len(train)} training formulas, {len(monitor)} held out; {int(dropped.sum())} removed for being "
+          f"among the {len(excluded)} evaluation-set stoichiometries", flush=True)
     return train.formula.tolist(), train.target.to_numpy(), (monitor.formula.tolist(), monitor.target.to_numpy())
 
 
