@@ -81,23 +81,6 @@ def _as_items(X):
     return list(X)
 
 
-def _read_graph_cache(path, structures):
-    """The graphs in a valid ``graph_cache`` file for ``structures``, else None (never writes)."""
-    import inspect
-
-    from .graphs import StructureGraphs, build_structure_graphs, structure_fingerprint
-
-    if path is None or not os.path.exists(path):
-        return None
-    try:
-        graphs, stored = StructureGraphs.load(path)
-    except Exception:  # unreadable, or being replaced
-        return None
-    defaults = inspect.signature(build_structure_graphs).parameters
-    fingerprint = structure_fingerprint(structures, defaults["cutoff"].default, defaults["max_neighbors"].default)
-    return graphs if stored == fingerprint else None
-
-
 class PolySRLFeaturizer(BaseFeaturizer):
     """Formula -> PolySRL representation (Gaussian mean) and its uncertainty.
 
@@ -396,11 +379,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
         keys = {}
         formula_ids = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
         table = StoichiometryTable(stoich)
-        main = _ddp.is_main_process()
-        graphs = None if main else _read_graph_cache(self.graph_cache, structures)
-        if graphs is None:  # under torchrun rank 0 alone writes the cache; the others read it when valid
-            graphs = build_structure_graphs(structures, cache=self.graph_cache if main else None,
-                                            progress=self.verbose and main)
+        main = _ddp.is_main_process()  # under torchrun rank 0 alone writes the cache; the others read it when valid
+        graphs = build_structure_graphs(structures, cache=self.graph_cache, write_cache=main,
+                                        progress=self.verbose and main)
         seed = _ddp.broadcast_object(self._seed())  # under torchrun, every process takes rank 0's seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # also seeds a fresh structure encoder added to loaded weights

@@ -111,7 +111,7 @@ def structure_fingerprint(structures, cutoff, max_neighbors):
     return h.hexdigest()
 
 
-def build_structure_graphs(structures, cutoff=8.0, max_neighbors=12, cache=None, progress=False):
+def build_structure_graphs(structures, cutoff=8.0, max_neighbors=12, cache=None, progress=False, write_cache=True):
     """Build :class:`StructureGraphs` for a list of pymatgen structures.
 
     Parameters
@@ -126,6 +126,9 @@ def build_structure_graphs(structures, cutoff=8.0, max_neighbors=12, cache=None,
         and settings it is loaded; otherwise the graphs are built and written there.
     progress : bool, default=False
         Show a tqdm progress bar.
+    write_cache : bool, default=True
+        False: read a valid ``cache`` but never write it (e.g. the processes other
+        than rank 0 of a distributed run, which share rank 0's file).
     """
     fingerprint = None
     if cache is not None:
@@ -158,7 +161,7 @@ def build_structure_graphs(structures, cutoff=8.0, max_neighbors=12, cache=None,
     if len(structures) == 0:
         raise StructureGraphError("no structures given")
     graphs = StructureGraphs(num_nodes, num_edges, np.concatenate(edges, axis=1), np.concatenate(dists))
-    if cache is not None:
+    if cache is not None and write_cache:
         tmp = f"{cache}.tmp.npz"
         graphs.save(tmp, fingerprint)
         os.replace(tmp, cache)

@@ -88,3 +88,15 @@ def test_gaussian_expansion():
     assert g.shape == (3, 41)
     assert g[1].argmax() == 10 and g[1, 10] == pytest.approx(1.0)
     assert g[2].argmax() == 40
+
+
+def test_cache_read_only_reads_a_valid_cache_and_never_writes(mp_small, tmp_path):
+    from skpolysrl.graphs import build_structure_graphs
+
+    structures = list(mp_small.structure[:20])
+    cache = tmp_path / "g.npz"
+    build_structure_graphs(structures, cache=cache, write_cache=False)
+    assert not cache.exists()
+    written = build_structure_graphs(structures, cache=cache)
+    read = build_structure_graphs(structures, cache=cache, write_cache=False)
+    np.testing.assert_array_equal(read.distances, written.distances)
