@@ -7,12 +7,15 @@ import os
 
 import torch
 
+from ._runtime import atomic_write
 from .exceptions import ModelFileError
 
 __all__ = ["save_model", "load_model", "model_to_payload", "model_from_payload", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "skpolysrl-model"
-FORMAT_VERSION = 1
+#: 2: ``config`` holds every :class:`~skpolysrl.nn.ModelConfig` field (graph settings included);
+#: 1: the architecture only (the graph settings were the defaults, which ModelConfig fills in).
+FORMAT_VERSION = 2
 
 
 def model_to_payload(model, extra=None):
@@ -24,7 +27,7 @@ def model_to_payload(model, extra=None):
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "skpolysrl_version": __version__,
-        "config": dict(model.config),
+        "config": model.config.to_dict(),
         "has_structure_encoder": model.structure is not None,
         "state_dict": state,
         "extra": dict(extra or {}),
@@ -33,7 +36,7 @@ def model_to_payload(model, extra=None):
 
 def model_from_payload(payload, source="<memory>"):
     """Rebuild a PolySRLModel (on CPU) from :func:`model_to_payload` output."""
-    from .nn import PolySRLModel
+    from .nn import ModelConfig, PolySRLModel
 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{source} is not an skpolysrl model file (no '{FORMAT}' header)")
@@ -44,10 +47,14 @@ def model_from_payload(payload, source="<memory>"):
             f"{version}; this skpolysrl reads format <= {FORMAT_VERSION}. Upgrade skpolysrl to load it."
         )
     state = payload["state_dict"]
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{source}: invalid model config: {exc}") from None
     model = PolySRLModel(
         state["stoichiometry.element_table"].numpy(),
         with_structure_encoder=payload["has_structure_encoder"],
-        **payload["config"],
+        config=config,
     )
     try:
         model.load_state_dict(state)
@@ -63,9 +70,7 @@ def save_model(model, path, extra=None, include_structure_encoder=True):
     if not include_structure_encoder:
         payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.startswith("structure.")}
         payload["has_structure_encoder"] = False
-    tmp = f"{os.fspath(path)}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_model(path):

@@ -10,6 +10,7 @@ __all__ = [
     "UnknownElementError",
     "StructureGraphError",
     "ModelFileError",
+    "CheckpointError",
     "StructureFileError",
     "StructureFileWarning",
 ]
@@ -56,6 +57,12 @@ class StructureGraphError(SkPolySRLError, ValueError):
 
 class ModelFileError(SkPolySRLError, OSError):
     """A saved model file is missing, corrupt, or from an incompatible version."""
+
+
+class CheckpointError(SkPolySRLError, ValueError):
+    """A training checkpoint cannot be used for this run: it belongs to other data or
+    settings (the message names which), it is further along than ``epochs``, or its
+    directory does not exist."""
 
 
 class StructureFileError(SkPolySRLError, ValueError):

@@ -20,9 +20,11 @@ from . import _io
 from . import distributed as _ddp
 from ._elements import known_atomic_numbers, matscholar_table
 from ._formula import StoichiometryTable, parse_formula, parse_formulas
+from ._runtime import resolve_device as _resolve_device
 from .exceptions import FormulaError
 from .loss import PAIR_REDUCTIONS
-from .training import OBJECTIVES, STRUCTURE_OBJECTIVES, encode, pretrain
+from .training import (OBJECTIVES, STRUCTURE_OBJECTIVES, HeldOutProbe, PretrainConfig, encode, pretrain,
+                       pretraining_callbacks)
 
 __all__ = ["PolySRLFeaturizer", "default_model_path"]
 
@@ -32,16 +34,6 @@ _FORMULA_COLUMNS = ("formula", "composition", "structure")
 def default_model_path():
     """Path of the weights shipped inside the package."""
     return resources.files("skpolysrl") / "weights" / "polysrl_default.pt"
-
-
-def _resolve_device(device):
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'")
-    return str(device)
 
 
 def _is_structure(x):
@@ -346,8 +338,6 @@ class PolySRLFeaturizer(BaseFeaturizer):
         return self
 
     def _run_pretraining(self, table, stoich, formula_ids, graphs, seed, monitor, on_epoch_end, targets=None):
-        from .training import HeldOutProbe
-
         unique_rows = np.unique(formula_ids, return_index=True)[1]
         rng = np.random.default_rng(seed)
         monitor_table = StoichiometryTable([stoich[i] for i in rng.permutation(unique_rows)[:2048]])
@@ -355,16 +345,18 @@ class PolySRLFeaturizer(BaseFeaturizer):
         if self.verbose:
             def log(line):
                 print(f"[PolySRLFeaturizer] {line}", file=sys.stderr, flush=True)
-        return pretrain(
-            self.model_, table, formula_ids, graphs, epochs=self.epochs, batch_size=self.batch_size,
-            lr=self.lr, n_samples=self.n_samples, beta=self.beta, grad_clip=self.grad_clip,
-            pair_reduction=self.pair_reduction, objective=self.objective, device=self.device_, seed=seed,
-            warmup_epochs=self.warmup_epochs, threshold_lr=self.threshold_lr,
-            alignment_weight=self.alignment_weight, keep_best=self.keep_best,
-            variance_only=self.variance_only, monitor_table=monitor_table, checkpoint=self.checkpoint,
-            checkpoint_every=self.checkpoint_every, on_epoch_end=on_epoch_end, targets=targets,
-            probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed), progress=self.verbose, log=log,
-        )
+        config = PretrainConfig(
+            objective=self.objective, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+            n_samples=self.n_samples, beta=self.beta, grad_clip=self.grad_clip, pair_reduction=self.pair_reduction,
+            warmup_epochs=self.warmup_epochs, threshold_lr=self.threshold_lr, alignment_weight=self.alignment_weight,
+            keep_best=self.keep_best and monitor is not None, variance_only=self.variance_only, seed=seed)
+        callbacks = pretraining_callbacks(
+            self.model_, device=self.device_, monitor_table=monitor_table,
+            probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed), keep_best=config.keep_best,
+            log=log, progress=self.verbose, checkpoint=self.checkpoint, checkpoint_every=self.checkpoint_every,
+            on_epoch_end=on_epoch_end)
+        return pretrain(self.model_, table, formula_ids, graphs, config, targets=targets, device=self.device_,
+                        callbacks=callbacks)
 
     def _pretrain(self, structures, monitor=None, on_epoch_end=None):
         import torch
@@ -379,13 +371,13 @@ class PolySRLFeaturizer(BaseFeaturizer):
         keys = {}
         formula_ids = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
         table = StoichiometryTable(stoich)
-        main = _ddp.is_main_process()  # under torchrun rank 0 alone writes the cache; the others read it when valid
-        graphs = build_structure_graphs(structures, cache=self.graph_cache, write_cache=main,
-                                        progress=self.verbose and main)
         seed = _ddp.broadcast_object(self._seed())  # under torchrun, every process takes rank 0's seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # also seeds a fresh structure encoder added to loaded weights
             self._set_model(self._initial_model(seed).add_structure_encoder())
+        main = _ddp.is_main_process()  # under torchrun rank 0 alone writes the cache; the others read it when valid
+        graphs = build_structure_graphs(structures, cache=self.graph_cache, write_cache=main,
+                                        progress=self.verbose and main, **self.model_.config.graph.graph_kwargs())
         self.history_ = self._run_pretraining(table, stoich, formula_ids, graphs, seed, monitor, on_epoch_end)
         self.n_structures_ = len(structures)
         self.n_formulas_ = len(keys)

@@ -20,9 +20,45 @@ import numpy as np
 from ._arrays import segment_indices
 from .exceptions import StructureGraphError
 
-__all__ = ["StructureGraphs", "build_structure_graph", "build_structure_graphs", "gaussian_expansion"]
+__all__ = ["GraphSettings", "StructureGraphs", "build_structure_graph", "build_structure_graphs",
+           "gaussian_expansion"]
 
 _CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    """How crystals become graphs: the defaults of the functions below, and the fields of
+    :class:`~skpolysrl.nn.ModelConfig` that a model file stores, so a saved model knows them.
+
+    ``cutoff`` (angstrom) and ``max_neighbors`` choose the edges; distances are
+    expanded on Gaussians of ``gaussian_width`` centred every ``gaussian_step``
+    from ``gaussian_start`` to ``gaussian_stop`` (41 by default).
+    """
+
+    cutoff: float = 8.0
+    max_neighbors: int = 12
+    gaussian_start: float = 0.0
+    gaussian_stop: float = 8.0
+    gaussian_step: float = 0.2
+    gaussian_width: float = 0.2
+
+    @property
+    def n_gaussians(self):
+        """Number of Gaussian centres (the structure encoder's edge input width)."""
+        return len(np.arange(self.gaussian_start, self.gaussian_stop + self.gaussian_step / 2, self.gaussian_step))
+
+    def graph_kwargs(self):
+        """Keyword arguments of :func:`build_structure_graphs`."""
+        return {"cutoff": self.cutoff, "max_neighbors": self.max_neighbors}
+
+    def expansion_kwargs(self):
+        """Keyword arguments of :func:`gaussian_expansion`."""
+        return {"start": self.gaussian_start, "stop": self.gaussian_stop, "step": self.gaussian_step,
+                "width": self.gaussian_width}
+
+
+_DEFAULT = GraphSettings()
 
 
 @dataclass
@@ -87,7 +123,7 @@ class StructureGraphs:
             return graphs, str(data["fingerprint"])
 
 
-def build_structure_graph(structure, cutoff=8.0, max_neighbors=12):
+def build_structure_graph(structure, cutoff=_DEFAULT.cutoff, max_neighbors=_DEFAULT.max_neighbors):
     """Edges of one structure: (edge_index (2, E) int32, distances (E,) float32)."""
     n_sites = len(structure)
     if n_sites == 0:
@@ -111,7 +147,8 @@ def structure_fingerprint(structures, cutoff, max_neighbors):
     return h.hexdigest()
 
 
-def build_structure_graphs(structures, cutoff=8.0, max_neighbors=12, cache=None, progress=False, write_cache=True):
+def build_structure_graphs(structures, cutoff=_DEFAULT.cutoff, max_neighbors=_DEFAULT.max_neighbors, cache=None,
+                           progress=False, write_cache=True):
     """Build :class:`StructureGraphs` for a list of pymatgen structures.
 
     Parameters
@@ -168,7 +205,8 @@ def build_structure_graphs(structures, cutoff=8.0, max_neighbors=12, cache=None,
     return graphs
 
 
-def gaussian_expansion(distances, start=0.0, stop=8.0, step=0.2, width=0.2):
+def gaussian_expansion(distances, start=_DEFAULT.gaussian_start, stop=_DEFAULT.gaussian_stop,
+                       step=_DEFAULT.gaussian_step, width=_DEFAULT.gaussian_width):
     """Expand distances (torch tensor, (E,)) on Gaussians centred start..stop (41 by default)."""
     import torch
 

@@ -4,14 +4,56 @@ Data (graphs) is built in :mod:`skpolysrl.graphs` and :mod:`skpolysrl._formula`;
 these modules only consume index tensors. Hidden size 200 everywhere, as the paper.
 """
 
+import dataclasses
+from typing import Optional
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._compat import import_torch_geometric
+from .graphs import GraphSettings
 
-__all__ = ["StructureEncoder", "StoichiometryEncoder", "PolySRLModel"]
+__all__ = ["StructureEncoder", "StoichiometryEncoder", "PolySRLModel", "ModelConfig", "build_head",
+           "output_features", "output_features_np"]
+
+
+def output_features(mu, log_sigma):
+    """The featurizer's output columns from a batch of Gaussians (torch tensors).
+
+    The mean embedding, then one uncertainty column: the geometric mean of the
+    diagonal variances, ``exp(mean(2 log sigma))``. Every place that turns
+    (mean, log sigma) into features (``transform``, the held-out probe, the
+    regressor) uses this definition.
+    """
+    return torch.cat([mu, torch.exp((2 * log_sigma).mean(dim=1, keepdim=True))], dim=1)
+
+
+def output_features_np(mu, log_sigma, dtype=np.float32):
+    """:func:`output_features` for numpy arrays (the uncertainty is computed in float64)."""
+    uncertainty = np.exp(np.mean(2.0 * np.asarray(log_sigma, dtype=np.float64), axis=1, keepdims=True))
+    return np.hstack([np.asarray(mu, dtype=dtype), uncertainty.astype(dtype)])
+
+
+def build_head(n_features, hidden_dim):
+    """The paper's probe head: Linear-LeakyReLU-Linear-LeakyReLU-Linear, Xavier-uniform weights, zero biases.
+
+    Draws from torch's global generator: wrap in :func:`skpolysrl._runtime.seeded` for a seeded head.
+    """
+    module = nn.Sequential(
+        nn.Linear(n_features, hidden_dim),
+        nn.LeakyReLU(),
+        nn.Linear(hidden_dim, hidden_dim),
+        nn.LeakyReLU(),
+        nn.Linear(hidden_dim, 1),
+    )
+    with torch.no_grad():
+        for layer in module:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                layer.bias.zero_()
+    return module
 
 
 def segment_sum(x, index, num_segments):
@@ -195,27 +237,81 @@ class StoichiometryEncoder(nn.Module):
         return F.normalize(mu, dim=-1), log_sigma
 
 
+_GRAPH_DEFAULTS = GraphSettings()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a :class:`PolySRLModel` besides its weights, written into model files.
+
+    The architecture, the initial match scale/shift and log-sigma bias, and the
+    graph settings (:class:`~skpolysrl.graphs.GraphSettings`) the structure
+    encoder was trained with, so a saved model builds its graphs as in training.
+    ``config["hidden_dim"]`` (dict-style reading) works as for the plain dicts
+    of format-1 model files, which load with the graph defaults.
+    """
+
+    hidden_dim: int = 200
+    stoichiometry_layers: int = 3
+    structure_layers: int = 3
+    set2set_steps: int = 2
+    n_gaussians: int = _GRAPH_DEFAULTS.n_gaussians
+    c_init: float = 20.0
+    d_init: float = 20.0
+    log_sigma_init: Optional[float] = None
+    cutoff: float = _GRAPH_DEFAULTS.cutoff
+    max_neighbors: int = _GRAPH_DEFAULTS.max_neighbors
+    gaussian_start: float = _GRAPH_DEFAULTS.gaussian_start
+    gaussian_stop: float = _GRAPH_DEFAULTS.gaussian_stop
+    gaussian_step: float = _GRAPH_DEFAULTS.gaussian_step
+    gaussian_width: float = _GRAPH_DEFAULTS.gaussian_width
+
+    def __post_init__(self):
+        centres = self.graph.n_gaussians
+        if self.n_gaussians != centres:
+            raise ValueError(f"n_gaussians={self.n_gaussians} but the Gaussian centres from gaussian_start to "
+                             f"gaussian_stop every gaussian_step number {centres}: make them agree")
+
+    @classmethod
+    def from_dict(cls, values):
+        """A config from a dict (a model file's); unknown keys raise ValueError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(names)}")
+        return cls(**values)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    @property
+    def graph(self):
+        """The :class:`~skpolysrl.graphs.GraphSettings` part."""
+        return GraphSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GraphSettings)})
+
+
 class PolySRLModel(nn.Module):
     """Both encoders plus the learnable match scale ``c`` and shift ``d``.
 
-    ``config`` holds every constructor argument, so weights + config rebuild
-    the model without pickled code.
+    ``config`` (a :class:`ModelConfig`, built from the keyword arguments) holds
+    every constructor setting, so weights + config rebuild the model without
+    pickled code.
     """
 
-    def __init__(self, element_table, hidden_dim=200, stoichiometry_layers=3, structure_layers=3,
-                 set2set_steps=2, n_gaussians=41, c_init=20.0, d_init=20.0, log_sigma_init=None,
-                 with_structure_encoder=True):
+    def __init__(self, element_table, with_structure_encoder=True, config=None, **settings):
         super().__init__()
-        self.config = dict(
-            hidden_dim=hidden_dim, stoichiometry_layers=stoichiometry_layers, structure_layers=structure_layers,
-            set2set_steps=set2set_steps, n_gaussians=n_gaussians, c_init=c_init, d_init=d_init,
-            log_sigma_init=log_sigma_init,
-        )
-        self.stoichiometry = StoichiometryEncoder(element_table, hidden_dim, stoichiometry_layers, set2set_steps,
-                                                  log_sigma_init)
-        self.structure = StructureEncoder(hidden_dim, structure_layers, n_gaussians) if with_structure_encoder else None
-        self.c = nn.Parameter(torch.tensor(float(c_init)))
-        self.d = nn.Parameter(torch.tensor(float(d_init)))
+        if config is not None and settings:
+            raise TypeError("pass either config= or ModelConfig keyword arguments, not both")
+        cfg = self.config = config if config is not None else ModelConfig(**settings)
+        self.stoichiometry = StoichiometryEncoder(element_table, cfg.hidden_dim, cfg.stoichiometry_layers,
+                                                  cfg.set2set_steps, cfg.log_sigma_init)
+        self.structure = (StructureEncoder(cfg.hidden_dim, cfg.structure_layers, cfg.n_gaussians)
+                          if with_structure_encoder else None)
+        self.c = nn.Parameter(torch.tensor(float(cfg.c_init)))
+        self.d = nn.Parameter(torch.tensor(float(cfg.d_init)))
 
     def add_structure_encoder(self):
         """Give a stoichiometry-only model (e.g. shipped weights) a fresh structure encoder."""

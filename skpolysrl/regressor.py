@@ -20,21 +20,18 @@ from sklearn.utils.validation import check_is_fitted
 from . import _io
 from ._elements import known_atomic_numbers
 from ._formula import StoichiometryTable, parse_formulas
-from .evaluation import MLPHeadRegressor, _build_head
-from .featurizer import PolySRLFeaturizer, _as_items, _resolve_device
+from ._runtime import resolve_device, seeded
+from .engine import Trainer
+from .evaluation import MLPHeadRegressor, RegressionObjective
+from .featurizer import PolySRLFeaturizer, _as_items
+from .nn import build_head, output_features, output_features_np
+from .training import _stoich_tensors, encode
 
 __all__ = ["PolySRLRegressor"]
 
 
-def _features(mu, log_sigma):
-    """The featurizer's columns: mean embedding, then the uncertainty (geometric-mean variance)."""
-    import torch
-
-    return torch.cat([mu, torch.exp((2 * log_sigma).mean(dim=1, keepdim=True))], dim=1)
-
-
 def _features_np(mu, log_sigma):
-    return np.hstack([mu, np.exp(np.mean(2.0 * log_sigma.astype(np.float64), axis=1))[:, None]])
+    return output_features_np(mu, log_sigma, dtype=np.float64)
 
 
 def _sample_means(mu, log_sigma, generator):
@@ -62,7 +59,7 @@ def _finetune_net(encoder, head, mean, scale):
             mu, log_sigma = self.encoder(z, w, edge_index, batch, n)
             if generator is not None:
                 mu = _sample_means(mu, log_sigma, generator)
-            return self.head((_features(mu, log_sigma) - self.mean) / self.scale).view(-1)
+            return self.head((output_features(mu, log_sigma) - self.mean) / self.scale).view(-1)
 
     return FinetuneNet()
 
@@ -219,8 +216,6 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
         -------
         self : PolySRLRegressor
         """
-        from .training import encode
-
         self._validate_params()
         y = np.asarray(y, dtype=np.float64)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -239,7 +234,7 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
         model.structure = None
         rng = check_random_state(self.random_state)
         seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_estimators)
-        self.device_ = _resolve_device(self.device)
+        self.device_ = resolve_device(self.device)
         self.validation_mae_ = None
         if not self.finetune:
             features = _features_np(*encode(model, StoichiometryTable(stoich)))
@@ -281,29 +276,20 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
         """Train a copy of the encoder with a fresh head; returns the member as CPU tensors."""
         import torch
 
-        from .training import _stoich_tensors, encode
-
         table = StoichiometryTable(stoich)
         start = _features_np(*encode(model, table))
         mean, scale = start.mean(axis=0), start.std(axis=0)
         scale[~(scale > 0)] = 1.0
         encoder = copy.deepcopy(model)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            head = _build_head(start.shape[1], self.hidden_dim)
-        net = _finetune_net(encoder.stoichiometry, head, mean, scale).to(self.device_).train()
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=self.weight_decay, fused=True)
+        with seeded(seed):
+            head = build_head(start.shape[1], self.hidden_dim)
+        net = _finetune_net(encoder.stoichiometry, head, mean, scale).to(self.device_)
         targets = torch.as_tensor(y, dtype=torch.float32, device=self.device_)
-        order_rng = np.random.default_rng(seed)
-        for _ in range(self._epochs()):
-            order = order_rng.permutation(len(y))
-            for i in range(0, len(y), self.batch_size):
-                idx = order[i : i + self.batch_size]
-                loss = torch.nn.functional.l1_loss(net(*_stoich_tensors(table, idx, self.device_), len(idx)),
-                                                   targets[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        trainer = Trainer([{"params": list(net.parameters()), "weight_decay": self.weight_decay}], lr=lr,
+                          epochs=self._epochs(), batch_size=self.batch_size, n_rows=len(y), seed=seed,
+                          device=self.device_, distributed=False, skip_small_batches=False)
+        trainer.fit(RegressionObjective(net, lambda idx: (*_stoich_tensors(table, idx, self.device_), len(idx)),
+                                        targets))
         encoder.stoichiometry = net.encoder.cpu()
         return {"encoder": _io.model_to_payload(encoder),
                 "head": {k: v.detach().cpu() for k, v in net.head.state_dict().items()},
@@ -311,15 +297,13 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
 
     def _member_net(self, member):
         model = _io.model_from_payload(member["encoder"])
-        head = _build_head(len(member["mean"]), self.hidden_dim)
+        head = build_head(len(member["mean"]), self.hidden_dim)
         head.load_state_dict(member["head"])
         return _finetune_net(model.stoichiometry, head, member["mean"], member["scale"]).eval()
 
     def _member_predict(self, member, table, n_draws=0, seed=0):
         """Predictions of one fine-tuned member, and their variance over ``n_draws`` Gaussian draws."""
         import torch
-
-        from .training import _stoich_tensors
 
         net = self._member_net(member)
         generator = torch.Generator().manual_seed(seed)
@@ -368,8 +352,6 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
         y_std : ndarray of shape (n_samples,)
             Only with ``return_std=True``.
         """
-        from .training import encode
-
         check_is_fitted(self, "estimators_")
         stoich, rows, n = self._parse(X, ignore_errors=self.ignore_errors)
         y_pred, y_std = np.full(n, np.nan), np.full(n, np.nan)

@@ -1,26 +1,34 @@
 """Contrastive pretraining of a :class:`~skpolysrl.nn.PolySRLModel` and its monitoring.
 
-The loss alone says little (it can fall while the representation collapses,
-see docs/method.md), so every epoch also records the fraction of positive and
-negative pairs on the right side of the match threshold, the effective rank
-and mean cosine of formula embeddings, and optionally a held-out probe score.
+Each objective is a module, :class:`_BatchObjective` (``forward(idx) -> (loss, stats)``),
+trained by the package's one loop, :class:`skpolysrl.engine.Trainer`;
+:func:`pretrain` builds it from a :class:`PretrainConfig`. The loss alone says
+little (it can fall while the representation collapses, see docs/method.md), so
+every epoch also records the fraction of positive and negative pairs on the
+right side of the match threshold, and, through callbacks
+(:func:`pretraining_callbacks`), the effective rank and mean cosine of formula
+embeddings and optionally a held-out probe score.
 """
 
-import copy
-import hashlib
-import json
-import os
-import time
+import dataclasses
+from typing import Optional
 
 import numpy as np
 import torch
 
 from . import distributed as _ddp
+from ._elements import known_atomic_numbers
+from ._formula import StoichiometryTable, parse_formula
+from ._runtime import seeded
+from .engine import (Callback, Checkpoint, CollapseMonitor, EpochEndFunction, EpochLog, FreezeParameters,
+                     HeldOutMonitor, KeepBest, ProgressBar, Trainer, embedding_diagnostics)
+from .evaluation import MLPHeadRegressor, cross_validate_probe
 from .graphs import gaussian_expansion
-from .loss import kl_to_standard_normal, nt_xent_loss, pair_logits, polymorph_match, soft_contrastive_loss
+from .loss import PAIR_REDUCTIONS, kl_to_standard_normal, nt_xent_loss, pair_logits, polymorph_match, soft_contrastive_loss
+from .nn import build_head, output_features_np
 
-__all__ = ["pretrain", "encode", "embedding_diagnostics", "augment_stoichiometry", "HeldOutProbe", "OBJECTIVES",
-           "STRUCTURE_OBJECTIVES"]
+__all__ = ["pretrain", "PretrainConfig", "pretraining_callbacks", "encode", "embedding_diagnostics",
+           "augment_stoichiometry", "HeldOutProbe", "OBJECTIVES", "STRUCTURE_OBJECTIVES"]
 
 #: "polysrl": sampled Gaussian embeddings; "deterministic": the mean only (paper's "w/o Sampling");
 #: "infomax": NT-Xent (temperature 0.2) between formula mean and structure (3D Infomax baseline);
@@ -89,13 +97,6 @@ def _select_graphs(atomic_numbers, weights, batch, num_graphs, positions):
     return atomic_numbers[nodes], weights[nodes], fully_connected_edges(b, len(positions)), b
 
 
-def _property_head(model):
-    """The supervised objective's head: the paper's 3-layer MLP on the (rescaled) mean embedding."""
-    from .evaluation import _build_head
-
-    return _build_head(model.config["hidden_dim"], 128).to(model.c.device)
-
-
 @torch.no_grad()
 def encode(model, table, batch_size=4096, device="cpu"):
     """Mean and log-sigma of every row of a StoichiometryTable, as float32 numpy arrays."""
@@ -110,34 +111,17 @@ def encode(model, table, batch_size=4096, device="cpu"):
     return np.concatenate(mus), np.concatenate(log_sigmas)
 
 
-def embedding_diagnostics(embeddings):
-    """Effective rank (exp of the entropy of normalised singular values of the centred
-    embeddings, Roy & Vetterli 2007) and the mean pairwise cosine similarity."""
-    x = np.asarray(embeddings, dtype=np.float64)
-    s = np.linalg.svd(x - x.mean(axis=0), compute_uv=False)
-    p = s / max(s.sum(), 1e-12)
-    p = p[p > 0]
-    rank = float(np.exp(-(p * np.log(p)).sum()))
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    n = len(unit)
-    mean_vec = unit.sum(axis=0)
-    mean_cos = float((mean_vec @ mean_vec - n) / max(n * (n - 1), 1))
-    return rank, mean_cos
-
-
 class HeldOutProbe:
     """A quick representation check run after every pretraining epoch.
 
     Cross-validated MAE of the paper's probe head (:class:`~skpolysrl.evaluation.MLPHeadRegressor`,
-    fewer epochs) predicting ``targets`` from the embeddings of ``formulas``. Use data held
-    out from any final evaluation (e.g. DFT band gaps when the benchmark is
+    fewer epochs) predicting ``targets`` from the output columns
+    (:func:`~skpolysrl.nn.output_features`: mean embedding and uncertainty) of ``formulas``.
+    Use data held out from any final evaluation (e.g. DFT band gaps when the benchmark is
     experimental band gaps): picking epochs on the test set inflates scores.
     """
 
     def __init__(self, formulas, targets, n_splits=3, seed=0, max_samples=2000, epochs=60):
-        from ._elements import known_atomic_numbers
-        from ._formula import StoichiometryTable, parse_formula
-
         rng = np.random.default_rng(seed)
         keep = rng.permutation(len(formulas))[:max_samples]
         known = known_atomic_numbers()
@@ -148,12 +132,77 @@ class HeldOutProbe:
         self.epochs = epochs
 
     def __call__(self, model, device="cpu"):
-        from .evaluation import MLPHeadRegressor, cross_validate_probe
-
-        mu, log_sigma = encode(model, self.table, device=device)
-        X = np.hstack([mu, log_sigma.mean(axis=1, keepdims=True)])
+        X = output_features_np(*encode(model, self.table, device=device), dtype=np.float64)
         head = MLPHeadRegressor(epochs=self.epochs, random_state=self.seed)
         return cross_validate_probe(X, self.targets, estimator=head, n_splits=self.n_splits, seed=self.seed)["mae_mean"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Every setting of a pretraining run that shapes its result (stored in checkpoints, key by key).
+
+    Attributes
+    ----------
+    objective : str, default="polysrl"
+        One of ``OBJECTIVES``.
+    epochs : int, default=100
+    batch_size : int, default=256
+        Rows per batch (the global batch under ``torchrun``).
+    lr : float, default=5e-5
+        Adam learning rate.
+    n_samples : int, default=8
+        Samples J drawn from each Gaussian per step ("polysrl").
+    beta : float, default=1e-8
+        Weight of the KL term ("polysrl").
+    grad_clip : float or None, default=2.0
+        Gradient-norm clip.
+    pair_reduction : {"sum", "mean", "balanced"}, default="sum"
+    warmup_epochs : int, default=0
+        Epochs during which the stoichiometry encoder's mean path is frozen,
+        so the structure encoder (whose outputs start out nearly identical for
+        all crystals) first learns to tell structures apart; without it the
+        positive pairs pull every formula mean onto that one direction.
+    threshold_lr : float, optional
+        Learning rate of the match scale c and shift d (default: ``lr``).
+    alignment_weight : float, default=0.0
+        Weight of an auxiliary NT-Xent term (temperature 0.2) between formula
+        means and their structures, added to the soft contrastive loss. Being
+        relative (a positive must beat the batch's negatives), it cannot be
+        satisfied by moving all structures away from all formulas, the
+        failure of the plain loss on small corpora.
+    keep_best : bool, default=False
+        With a held-out probe: restore the weights of the epoch (the initial
+        weights count as epoch 0) with the lowest probe MAE.
+    variance_only : bool, default=False
+        Train only the variance path (Set2Set_sigma, Linear_sigma) and c, d:
+        fits uncertainties to the polymorphs around fixed mean embeddings.
+    seed : int, default=0
+        Batch order, sampling noise, the supervised head's initialisation.
+    """
+
+    objective: str = "polysrl"
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 5e-5
+    n_samples: int = 8
+    beta: float = 1e-8
+    grad_clip: Optional[float] = 2.0
+    pair_reduction: str = "sum"
+    warmup_epochs: int = 0
+    threshold_lr: Optional[float] = None
+    alignment_weight: float = 0.0
+    keep_best: bool = False
+    variance_only: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.pair_reduction not in PAIR_REDUCTIONS:
+            raise ValueError(f"pair_reduction must be one of {PAIR_REDUCTIONS}, got {self.pair_reduction!r}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
 
 
 class _BatchObjective(torch.nn.Module):
@@ -169,13 +218,19 @@ class _BatchObjective(torch.nn.Module):
     """
 
     def __init__(self, model, table, formula_ids, graphs, targets, noise, *, objective, n_samples, beta,
-                 pair_reduction, alignment_weight, variance_only, device, world_size=1, rank=0):
+                 pair_reduction, alignment_weight, variance_only, device, world_size=1, rank=0, head=None):
         super().__init__()
         self.model = model
+        self.head = head  # the supervised objective's property head (discarded after training)
         self.table, self.formula_ids, self.graphs, self.targets, self.noise = table, formula_ids, graphs, targets, noise
         self.objective, self.n_samples, self.beta = objective, n_samples, beta
         self.pair_reduction, self.alignment_weight, self.variance_only = pair_reduction, alignment_weight, variance_only
         self.device, self.world_size, self.rank = device, world_size, rank
+        self.expansion = model.config.graph.expansion_kwargs()  # the Gaussians the model was built for
+        # The loss (computed inside forward, on the gathered batch) reaches every parameter with "polysrl";
+        # the other objectives leave the variance path without a gradient, and variance_only the structure
+        # encoder: DistributedDataParallel must then look for unused parameters.
+        self.find_unused_parameters = objective != "polysrl" or variance_only
 
     def forward(self, idx):
         model, device, objective, n = self.model, self.device, self.objective, len(idx)
@@ -198,7 +253,7 @@ class _BatchObjective(torch.nn.Module):
             dist = torch.as_tensor(dist, device=device)
             with torch.set_grad_enabled(not self.variance_only):  # frozen encoder: skip its backward
                 outputs.append(model.structure(
-                    gaussian_expansion(dist),
+                    gaussian_expansion(dist, **self.expansion),
                     torch.as_tensor(edge_index, device=device),
                     torch.as_tensor(batch, device=device),
                     len(local),
@@ -222,7 +277,7 @@ class _BatchObjective(torch.nn.Module):
             loss, stats = nt_xent_loss(outputs[2], outputs[3], match)
         elif objective == "supervised":
             scale = float(np.sqrt(mu.shape[1]))  # unit-norm means have components ~ 1/sqrt(dim)
-            pred = model.property_head(mu * scale).view(-1)
+            pred = self.head(mu * scale).view(-1)
             loss = torch.nn.functional.l1_loss(pred, self.targets[torch.as_tensor(idx, device=device)])
             stats = {"positive_correct": float("nan"), "negative_correct": float("nan"), "retrieval": float("nan")}
         elif objective == "infomax":
@@ -249,88 +304,77 @@ class _BatchObjective(torch.nn.Module):
 
 def _training_step(model, table, formula_ids, graphs, targets, noise, *, objective, variance_only, distributed,
                    **settings):
-    """``step(idx) -> (total, info)`` for :func:`pretrain`: a :class:`_BatchObjective`, wrapped in
-    DistributedDataParallel (gradients averaged over processes in ``total.backward()``) when distributed."""
+    """One batch's ``step(idx) -> (total, info)``: a :class:`_BatchObjective`, wrapped in
+    DistributedDataParallel (gradients averaged over processes in ``total.backward()``) when distributed,
+    as :class:`~skpolysrl.engine.Trainer` wraps it (for tests of the gradient arithmetic)."""
     world_size, rank = (_ddp.get_world_size(), _ddp.get_rank()) if distributed else (1, 0)
     step = _BatchObjective(model, table, formula_ids, graphs, targets, noise, objective=objective,
                            variance_only=variance_only, world_size=world_size, rank=rank, **settings)
     if not distributed:
         return step
-    # The loss (computed inside forward, on the gathered batch) reaches every parameter with "polysrl";
-    # the other objectives leave the variance path without a gradient, and variance_only the structure
-    # encoder. DDP's constructor also broadcasts rank 0's weights.
-    return _ddp.wrap_module(step, find_unused_parameters=objective != "polysrl" or variance_only)
+    return _ddp.wrap_module(step, find_unused_parameters=step.find_unused_parameters)
 
 
-_CHECKPOINT_FORMAT = "skpolysrl-checkpoint"
+class _MatchStats(Callback):
+    """Adds the mean uncertainty and the match scale c and shift d to each epoch's record."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def on_epoch_end(self, trainer, record):
+        record["mean_uncertainty"] = float(np.exp(record["log_variance"]))
+        record["c"] = float(self.model.c.detach())
+        record["d"] = float(self.model.d.detach())
 
 
-def _run_key(table, formula_ids, graphs, targets, **settings):
-    """Identifies a training run (data + settings, not the epoch count) for safe resuming."""
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    arrays = [table.sizes, table.atomic_numbers, table.fractions, np.asarray(formula_ids)]
-    if graphs is not None:
-        arrays += [graphs.num_edges, graphs.distances]
-    if targets is not None:
-        arrays.append(np.asarray(targets, dtype=np.float64))
-    for array in arrays:
-        h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()
+def pretraining_callbacks(model, *, device="cpu", monitor_table=None, probe=None, keep_best=False, log=None,
+                          progress=False, checkpoint=None, checkpoint_every=1, on_epoch_end=None):
+    """The usual monitoring of a pretraining run, as engine callbacks in working order.
+
+    Parameters
+    ----------
+    model : PolySRLModel being trained
+    monitor_table : StoichiometryTable, optional
+        Formulas whose embeddings are checked for collapse after each epoch
+        (``effective_rank``, ``mean_cosine``).
+    probe : callable(model, device=) -> float, optional
+        A held-out score (e.g. :class:`HeldOutProbe`) recorded as ``probe_mae``.
+    keep_best : bool, default=False
+        With ``probe``: score the initial weights too and keep the best epoch's weights.
+    log : callable(str), optional
+        Receives one line per epoch.
+    progress : bool, default=False
+        A progress bar over each epoch's batches.
+    checkpoint : path, optional
+        Checkpoint file written every ``checkpoint_every`` epochs and after the
+        last (:class:`~skpolysrl.engine.Checkpoint`); an existing one is resumed.
+    on_epoch_end : callable(dict), optional
+        Called with each epoch's record, after the checkpoint is written.
+    """
+    callbacks = [_MatchStats(model)]
+    if monitor_table is not None:
+        callbacks.append(CollapseMonitor(lambda module: encode(model, monitor_table, device=device)[0]))
+    if probe is not None:
+        callbacks.append(HeldOutMonitor(lambda module: probe(model, device=device), "probe_mae", at_start=keep_best))
+        if keep_best:
+            callbacks.append(KeepBest("probe_mae", log=log))
+    if progress:
+        callbacks.append(ProgressBar())
+    if log is not None:
+        callbacks.append(EpochLog(log))
+    if checkpoint is not None:
+        callbacks.append(Checkpoint(checkpoint, every=checkpoint_every))
+    if on_epoch_end is not None:
+        callbacks.append(EpochEndFunction(on_epoch_end))
+    return callbacks
 
 
-def _save_checkpoint(path, key, epoch, model, optimizer, order_rng, noise, history, best):
-    def cpu(state):
-        return {k: v.detach().cpu().clone() for k, v in state.items()}
-
-    payload = {
-        "format": _CHECKPOINT_FORMAT, "key": key, "epoch": epoch, "model": cpu(model.state_dict()),
-        "optimizer": optimizer.state_dict(), "order_rng": order_rng.bit_generator.state,
-        "noise": noise.get_state(), "history": history,
-        "best": None if best is None else {"mae": best[0], "epoch": best[1], "state": cpu(best[2])},
-    }
-    tmp = f"{os.fspath(path)}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
-
-
-def _read_checkpoint(path):
-    from .exceptions import ModelFileError
-
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelFileError(f"cannot read checkpoint {os.fspath(path)!r} ({type(exc).__name__}); "
-                             "it may be truncated: delete it to start over") from None
-    if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
-        raise ModelFileError(f"{os.fspath(path)!r} is not an skpolysrl checkpoint")
-    return payload
-
-
-def _load_checkpoint(path, key, model, optimizer, order_rng, noise, payload=None):
-    if payload is None:
-        payload = _read_checkpoint(path)
-    if payload["key"] != key:
-        raise ValueError(
-            f"checkpoint {os.fspath(path)!r} belongs to a run with other data or settings; "
-            "delete it or choose another checkpoint path to start a new run"
-        )
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    order_rng.bit_generator.state = payload["order_rng"]
-    noise.set_state(payload["noise"])
-    best = payload["best"]
-    if best is not None:
-        best = (best["mae"], best["epoch"], best["state"])
-    return payload["epoch"], payload["history"], best
-
-
-def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_samples, beta, grad_clip=2.0,
-             pair_reduction="sum", objective="polysrl", device="cpu", seed=0, warmup_epochs=0, threshold_lr=None,
-             alignment_weight=0.0, keep_best=False, variance_only=False,
-             monitor_table=None, probe=None, progress=False, log=None,
-             checkpoint=None, checkpoint_every=1, on_epoch_end=None, targets=None, distributed=None):
+def pretrain(model, table, formula_ids, graphs, config, *, targets=None, device="cpu", callbacks=None,
+             distributed=None):
     """Train ``model`` in place on (stoichiometry, structure) pairs, or on formulas alone.
 
+    A thin layer over :class:`skpolysrl.engine.Trainer`: builds the objective
+    module and the optimizer's parameter groups from ``config`` and runs it.
     Under ``torchrun`` (an initialised ``torch.distributed`` process group of
     several processes) each process trains on a shard of every batch and the
     result is that of one process with the same ``batch_size`` (see
@@ -340,48 +384,22 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
     ----------
     model : PolySRLModel, already on ``device``
         With a structure encoder for the objectives in ``STRUCTURE_OBJECTIVES``.
+        Its config's graph settings give the Gaussian expansion of distances.
     table : StoichiometryTable, one row per structure (or per formula)
     formula_ids : int array, equal for rows with the same formula (polymorph rule)
     graphs : StructureGraphs or None
         One per row of ``table``; ``None`` for "graphcl" and "supervised".
-    objective : str, default="polysrl"
-        One of ``OBJECTIVES``.
+    config : PretrainConfig
     targets : float array, optional
         One property value per row of ``table``, for ``objective="supervised"``
         (trained with an L1 loss through a 3-layer MLP head that is discarded
         afterwards).
-    warmup_epochs : int, default=0
-        Epochs during which the stoichiometry encoder's mean path is frozen,
-        so the structure encoder (whose outputs start out nearly identical for
-        all crystals) first learns to tell structures apart; without it the
-        positive pairs pull every formula mean onto that one direction.
-    threshold_lr : float, optional
-        Learning rate of the match scale c and shift d (default: ``lr``).
-    alignment_weight : float, default=0.0
-        Weight of an auxiliary NT-Xent term (temperature 0.2) between formula
-        means and their structures, added to the soft contrastive loss. Being
-        relative (a positive must beat the batch's negatives), it cannot be
-        satisfied by moving all structures away from all formulas, the
-        failure of the plain loss on small corpora.
-    variance_only : bool, default=False
-        Train only the variance path (Set2Set_sigma, Linear_sigma) and c, d:
-        fits uncertainties to the polymorphs around fixed mean embeddings.
-    keep_best : bool, default=False
-        With ``probe``: restore the weights of the epoch (the initial weights
-        count as epoch 0) with the lowest probe MAE.
-    monitor_table : StoichiometryTable, optional
-        Formulas whose embeddings are checked for collapse after each epoch.
-    probe : callable(model) -> float, optional
-        A held-out score recorded after each epoch as ``probe_mae``.
-    log : callable(str), optional
-        Receives one line per epoch.
-    checkpoint : path, optional
-        Checkpoint file (model, optimizer, RNG states, epoch, history), written
-        atomically every ``checkpoint_every`` epochs and after the last. If it
-        exists when training starts, training resumes from it and ends with
-        the same weights as an uninterrupted run with the same settings.
-    on_epoch_end : callable(dict), optional
-        Called with each epoch's record, after the checkpoint is written.
+    device : str, default="cpu"
+    callbacks : list of skpolysrl.engine.Callback, optional
+        Monitoring, logging, checkpointing (:func:`pretraining_callbacks`
+        builds the usual ones; ``config.keep_best`` needs its ``keep_best``).
+        The run key of a checkpoint covers the data, every ``config`` setting
+        but ``epochs``, the model config and the initial weights.
     distributed : bool, optional
         Data-parallel training over the processes of the initialised default
         ``torch.distributed`` process group (default: when one of two or more
@@ -415,140 +433,49 @@ def pretrain(model, table, formula_ids, graphs, *, epochs, batch_size, lr, n_sam
     -------
     history : list of dict, one per epoch
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if distributed is None:
-        distributed = _ddp.is_active()
-    elif distributed and not _ddp.is_active():
-        raise ValueError("distributed=True needs an initialised torch.distributed process group of two or more "
-                         "processes (launch with torchrun)")
-    main = not distributed or _ddp.is_main_process()
-    if not main:  # one process reports
-        log, progress = None, False
-    object_device = torch.device(device) if str(device).startswith("cuda") else None  # NCCL sends objects via GPU
-
-    def broadcast(obj):
-        return _ddp.broadcast_object(obj, device=object_device) if distributed else obj
-    if objective in STRUCTURE_OBJECTIVES and (graphs is None or model.structure is None):
-        raise ValueError(f"objective={objective!r} pairs formulas with crystal structures: pass their graphs "
+    cfg = config
+    callbacks = list(callbacks or [])
+    if cfg.objective in STRUCTURE_OBJECTIVES and (graphs is None or model.structure is None):
+        raise ValueError(f"objective={cfg.objective!r} pairs formulas with crystal structures: pass their graphs "
                          "and give the model a structure encoder")
-    if objective == "supervised":
+    if cfg.keep_best and not any(isinstance(cb, KeepBest) for cb in callbacks):
+        raise ValueError("keep_best=True needs a held-out probe: pass callbacks=pretraining_callbacks(..., "
+                         "probe=..., keep_best=True)")
+    head = None
+    if cfg.objective == "supervised":
         if targets is None or len(targets) != len(table):
             raise ValueError("objective='supervised' needs one target per formula (targets=)")
         targets = torch.as_tensor(np.asarray(targets, dtype=np.float32), device=device)
         if not bool(torch.isfinite(targets).all()):
             raise ValueError("targets of the supervised objective must be finite; drop rows with NaN targets")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            model.property_head = _property_head(model)
-    n = len(table)
+        with seeded(cfg.seed):
+            head = build_head(model.config.hidden_dim, 128).to(device)
     formula_ids = torch.as_tensor(np.asarray(formula_ids), dtype=torch.long, device=device)
     # the stoichiometry encoder's variance path (Set2Set_sigma, Linear_sigma) vs everything feeding the mean
     variance_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" in name]
     mean_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" not in name]
-    if variance_only:
-        params = variance_path + [model.c, model.d]
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
     match_params = [model.c, model.d]
-    others = [p for p in params if all(p is not q for q in match_params)]
-    optimizer = torch.optim.Adam(
-        [{"params": others}, {"params": match_params, "lr": lr if threshold_lr is None else threshold_lr}], lr=lr,
-        fused=True,  # one kernel per step instead of a loop over tensors: ~5x faster steps on CPU
-    )
-    order_rng = np.random.default_rng(seed)
-    noise = torch.Generator(device=device).manual_seed(int(seed))
-    history = []
-    best = None
-    start = 0
-    key = _run_key(table, formula_ids.cpu(), graphs, None if targets is None else targets.cpu().numpy(), batch_size=batch_size, lr=lr, n_samples=n_samples, beta=beta,
-                   grad_clip=grad_clip, pair_reduction=pair_reduction, objective=objective, seed=seed,
-                   warmup_epochs=warmup_epochs, threshold_lr=threshold_lr, alignment_weight=alignment_weight,
-                   keep_best=keep_best, variance_only=variance_only)
-    if distributed:
-        _ddp.assert_same((key, epochs, probe is not None), "the training data and settings")
-        if object_device is not None and object_device.index is not None:
-            torch.cuda.set_device(object_device)  # collectives of Python objects use the current GPU
-    step = _training_step(model, table, formula_ids, graphs, targets, noise, objective=objective,
-                          n_samples=n_samples, beta=beta, pair_reduction=pair_reduction,
-                          alignment_weight=alignment_weight, variance_only=variance_only, device=device,
-                          distributed=distributed)
-    resume = broadcast(checkpoint is not None and os.path.exists(checkpoint))
-    if resume:
-        payload = None
-        if distributed:  # rank 0 reads the file (other nodes may not see it), every process loads it
-            try:
-                payload, error = (_read_checkpoint(checkpoint) if main else None), None
-            except Exception as exc:
-                payload, error = None, exc
-            payload, error = broadcast((payload, error))
-            if error is not None:
-                raise error
-        start, history, best = _load_checkpoint(checkpoint, key, model, optimizer, order_rng, noise, payload)
-        if log is not None:
-            log(f"resuming from {checkpoint} after epoch {start}")
-    elif probe is not None and keep_best:
-        best = (broadcast(float(probe(model, device=device)) if main else None), 0, copy.deepcopy(model.state_dict()))
-        if log is not None:
-            log(f"epoch=0 probe_mae={best[0]:.4g}")
-    for epoch in range(start, epochs):
-        warming = epoch < warmup_epochs
-        model.train()
-        t0 = time.perf_counter()
-        sums = {"loss": 0.0, "kl": 0.0, "positive_correct": 0.0, "negative_correct": 0.0, "log_variance": 0.0,
-                "positive_pairs": 0.0, "retrieval": 0.0}
-        steps = 0
-        order = order_rng.permutation(n)
-        batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
-        for idx in batches:
-            if len(idx) < 2:  # a contrastive batch needs a negative candidate
-                continue
-            total, info = step(idx)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()  # under DDP, returns with the gradients averaged over processes
-            if warming:  # Adam skips parameters without a gradient
-                for p in mean_path:
-                    p.grad = None
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            steps += 1
-            for k in sums:
-                sums[k] += info[k]
-        record = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in sums.items()}}
-        record["mean_uncertainty"] = float(np.exp(record["log_variance"]))
-        record["c"] = float(model.c.detach())
-        record["d"] = float(model.d.detach())
-        diagnostics = {}
-        if main:  # the weights are the same on every process: rank 0 checks them, the others get its values
-            if monitor_table is not None:
-                mu_m, _ = encode(model, monitor_table, device=device)
-                diagnostics["effective_rank"], diagnostics["mean_cosine"] = embedding_diagnostics(mu_m)
-            if probe is not None:
-                diagnostics["probe_mae"] = float(probe(model, device=device))
-        record.update(broadcast(diagnostics))
-        record["seconds"] = time.perf_counter() - t0
-        history.append(record)
-        if best is not None and record["probe_mae"] < best[0]:
-            best = (record["probe_mae"], epoch + 1, copy.deepcopy(model.state_dict()))
-        if log is not None:
-            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if main and checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            _save_checkpoint(checkpoint, key, epoch + 1, model, optimizer, order_rng, noise, history, best)
-        if on_epoch_end is not None:
-            on_epoch_end(record)
-    if best is not None:
-        model.load_state_dict(best[2])
-        for record in history:
-            record["kept"] = record["epoch"] == best[1]
-        if log is not None:
-            log(f"kept the weights of epoch {best[1]} (probe MAE {best[0]:.4g})")
-    del step  # drops DistributedDataParallel's gradient hooks from the parameters
-    if objective == "supervised":
-        del model.property_head  # the representation is the product; the head is not part of the model
-    model.eval()
-    return history
+    if cfg.variance_only:
+        params = variance_path
+    else:
+        params = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in match_params)]
+        params += [] if head is None else list(head.parameters())
+    groups = [{"params": params}, {"params": match_params, "lr": cfg.lr if cfg.threshold_lr is None else cfg.threshold_lr}]
+    if cfg.warmup_epochs:
+        callbacks.insert(0, FreezeParameters(mean_path, cfg.warmup_epochs))
+    data = [table.sizes, table.atomic_numbers, table.fractions, formula_ids.cpu().numpy()]
+    if graphs is not None:
+        data += [graphs.num_edges, graphs.distances]
+    if targets is not None:
+        data.append(targets.cpu().numpy())
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "epochs"}  # a run may be extended
+    trainer = Trainer(groups, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, n_rows=len(table),
+                      seed=cfg.seed, device=device, grad_clip=cfg.grad_clip, callbacks=callbacks,
+                      run_key={"data": data, "pretrain": settings, "model": model.config},
+                      distributed=distributed)
+    world_size, rank = (_ddp.get_world_size(), _ddp.get_rank()) if trainer.distributed else (1, 0)
+    objective = _BatchObjective(model, table, formula_ids, graphs, targets, trainer.noise, objective=cfg.objective,
+                                n_samples=cfg.n_samples, beta=cfg.beta, pair_reduction=cfg.pair_reduction,
+                                alignment_weight=cfg.alignment_weight, variance_only=cfg.variance_only,
+                                device=device, world_size=world_size, rank=rank, head=head)
+    return trainer.fit(objective)
