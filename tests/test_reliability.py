@@ -56,6 +56,61 @@ def test_checkpoint_from_another_run_or_corrupt_is_refused(mp_small, tmp_path):
         PolySRLFeaturizer(**_kw(epochs=2, checkpoint=str(ckpt))).fit(data)
 
 
+def _small(**extra):
+    return _kw(**{**dict(epochs=1, hidden_dim=16), **extra})
+
+
+@pytest.mark.parametrize("first, second, named", [
+    (dict(), dict(pretrained="default", hidden_dim=200), "initial weights differ"),  # --init none vs default
+    (dict(), dict(c_init=10.0), r"model\.c_init \(checkpoint 20\.0, this run 10\.0\)"),
+    (dict(), dict(d_init=5.0), r"model\.d_init"),
+    (dict(), dict(log_sigma_init=-3.0), r"model\.log_sigma_init \(checkpoint None, this run -3\.0\)"),
+    (dict(), dict(hidden_dim=32), r"model\.hidden_dim \(checkpoint 16, this run 32\)"),  # not a size mismatch
+    (dict(), dict(warmup_epochs=1), r"pretrain\.warmup_epochs"),
+])
+def test_checkpoint_of_another_start_or_model_is_refused_naming_the_setting(mp_small, tmp_path, first, second,
+                                                                            named):
+    from skpolysrl.exceptions import CheckpointError
+
+    data = mp_small.head(32)
+    ckpt = tmp_path / "run.ckpt"
+    PolySRLFeaturizer(**_small(checkpoint=str(ckpt), **first)).fit(data)
+    with pytest.raises(CheckpointError, match=named):
+        PolySRLFeaturizer(**_small(epochs=2, checkpoint=str(ckpt), **second)).fit(data)
+
+
+def test_other_training_data_is_named_as_such(mp_small, tmp_path):
+    from skpolysrl.exceptions import CheckpointError
+
+    ckpt = tmp_path / "run.ckpt"
+    PolySRLFeaturizer(**_small(checkpoint=str(ckpt))).fit(mp_small.head(32))
+    with pytest.raises(CheckpointError, match="the training data differs"):
+        PolySRLFeaturizer(**_small(epochs=2, checkpoint=str(ckpt))).fit(mp_small.iloc[1:33])
+
+
+def test_fewer_epochs_than_the_checkpoint_is_refused_not_the_longer_model_written(tmp_path, capsys):
+    from skpolysrl.cli import main
+
+    ckpt, out = tmp_path / "run.ckpt", tmp_path / "m.pt"
+    args = ["pretrain", "--limit", "24", "--batch-size", "24", "--quiet", "--device", "cpu", "--checkpoint", str(ckpt)]
+    assert main(args + ["--epochs", "2", "--out", str(tmp_path / "two.pt")]) == 0
+    capsys.readouterr()
+    assert main(args + ["--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "trained 2 epochs, more than epochs=1" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_checkpoint_in_a_missing_folder_fails_before_the_first_epoch(mp_small, tmp_path):
+    from skpolysrl.exceptions import CheckpointError
+
+    epochs = []
+    with pytest.raises(CheckpointError, match="does not exist"):
+        PolySRLFeaturizer(**_small(checkpoint=str(tmp_path / "no" / "run.ckpt"))).fit(
+            mp_small.head(32), on_epoch_end=epochs.append)
+    assert epochs == []
+
+
 @pytest.mark.parametrize("bad", ["Fe-1O", "Ca1-xEuxBi2Ta2O9", "LaFeO3:Eu", "Fe2+O", "Fe((O)", "H2O)", "123"])
 def test_notation_we_do_not_guess_at_is_a_typed_error(bad):
     f = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False).fit(["H"])
