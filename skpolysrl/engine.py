@@ -231,7 +231,7 @@ class KeepBest(Callback):
         trainer.module.load_state_dict(self.best[2])
         for record in trainer.history:
             record["kept"] = record["epoch"] == self.best[1]
-        if self.log is not None:
+        if self.log is not None and trainer.is_main:
             self.log(f"kept the weights of epoch {self.best[1]} ({self.monitor} {self.best[0]:.4g})")
 
     def state_dict(self):
@@ -326,7 +326,7 @@ class EpochLog(Callback):
             return
         if trainer.start_epoch:
             self.log(f"resuming from {trainer.checkpoint_path} after epoch {trainer.start_epoch}")
-        if trainer.initial:
+        elif trainer.initial:
             self.log(" ".join(["epoch=0"] + [f"{k}={v:.4g}" for k, v in trainer.initial.items()]))
 
     def on_epoch_end(self, trainer, record):

@@ -153,3 +153,47 @@ def test_large_cell_graph_is_bounded():
     structure = Structure(Lattice.cubic(19.0), ["Si"] * n, rng.random((n, 3)))  # ~ 14 A^3 per atom
     edge_index, dist = build_structure_graph(structure)
     assert edge_index.shape[1] == n * 12 and dist.max() <= 8.0
+
+
+def test_kill_9_while_a_checkpoint_is_written_resumes_bitwise(tmp_path):
+    """The fast variant of benchmarks/kill_resume.py: SIGKILL the CLI while it replaces its checkpoint
+    (after epoch 2 of 3), restart it, compare with an uninterrupted in-process run; no stray files."""
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from skpolysrl.datasets import load_mp_structures
+
+    root = __file__.rsplit("/tests/", 1)[0]
+    env = dict(__import__("os").environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=root)
+    cmd = [sys.executable, "-m", "skpolysrl.cli", "pretrain", "--limit", "24", "--epochs", "3", "--batch-size", "12",
+           "--seed", "0", "--device", "cpu", "--quiet", "--checkpoint", "ck.pt", "--out", "m.pt"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        writing = [p.name for p in tmp_path.iterdir() if p.name.startswith(f".ck.pt.{proc.pid}.")]
+        if (tmp_path / "ck.pt").exists() and writing:  # the second checkpoint is being written
+            proc.kill()
+            break
+        time.sleep(0.0005)
+    proc.wait()
+    assert proc.returncode == -9, f"not killed while writing (rc {proc.returncode}): {proc.stderr.read()[-500:]}"
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".skpolysrl-tmp")]) == 1
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt", "m.pt"]  # the stale temporary is gone
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the arithmetic of the command (OMP_NUM_THREADS=1)
+    try:
+        full = PolySRLFeaturizer(pretrained=None, epochs=3, batch_size=12, random_state=0, verbose=False,
+                                 device="cpu").fit(load_mp_structures(limit=24))
+    finally:
+        torch.set_num_threads(threads)
+    resumed = torch.load(tmp_path / "m.pt", weights_only=True)
+    expected = full.model_.state_dict()
+    assert resumed["state_dict"].keys() == expected.keys()
+    assert all(torch.equal(resumed["state_dict"][k], expected[k]) for k in expected)
+    assert _no_time(resumed["extra"]["history"]) == _no_time(full.history_)

@@ -1,0 +1,150 @@
+"""kill -9 loop over pretraining: does a run that is killed again and again resume to the same model?
+
+Runs ``python -m skpolysrl.cli pretrain ... --checkpoint ck.pt --out m.pt`` on
+bundled Materials Project structures, sends SIGKILL at random moments and at
+moments when a checkpoint or the output model is being written (a temporary
+file of ours is on disk), restarts the same command each time until it
+finishes, and compares the final model's weights and history bitwise with an
+uninterrupted run (no checkpoint). It also checks that no stray file is left
+in the run's folder (only ``ck.pt`` and ``m.pt``).
+
+    python benchmarks/kill_resume.py                      # 200 structures, 3 epochs, 12 kills
+    python benchmarks/kill_resume.py --kills 3 --limit 24 # quick
+
+Writes benchmarks/results/kill_resume.json (and prints a summary).
+"""
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TMP_SUFFIX = ".skpolysrl-tmp"  # the name our atomic writes give their temporary files
+
+
+def _env():
+    root = os.path.dirname(HERE)
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",  # same arithmetic in every process
+                PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+
+
+def _command(limit, epochs, batch_size, out, checkpoint=None):
+    cmd = [sys.executable, "-m", "skpolysrl.cli", "pretrain", "--limit", str(limit), "--epochs", str(epochs),
+           "--batch-size", str(batch_size), "--seed", "0", "--device", "cpu", "--quiet", "--out", out]
+    return cmd + (["--checkpoint", checkpoint] if checkpoint else [])
+
+
+def _temporaries(folder, name, pid=None):
+    """Our temporary files for ``name`` in ``folder`` (of process ``pid`` only, if given)."""
+    prefix = f".{name}." if pid is None else f".{name}.{pid}."
+    return [f for f in os.listdir(folder) if f.startswith(prefix) and f.endswith(TMP_SUFFIX)]
+
+
+def _run_until(cmd, folder, mode, deadline_s, rng):
+    """Start ``cmd``; kill it when ``mode`` says ("random": after a random delay up to ``deadline_s``;
+    "checkpoint"/"output": as soon as a temporary of ck.pt / m.pt appears). Returns (killed, phase, rc)."""
+    proc = subprocess.Popen(cmd, cwd=folder, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    start = time.monotonic()
+    delay = rng.uniform(0.2 * deadline_s, 0.9 * deadline_s) if mode == "random" else None
+    watch = {"checkpoint": "ck.pt", "output": "m.pt"}.get(mode)
+    while proc.poll() is None:
+        if delay is not None and time.monotonic() - start >= delay:
+            proc.kill()
+            writing = _temporaries(folder, "ck.pt", proc.pid) + _temporaries(folder, "m.pt", proc.pid)
+            phase = f"writing {', '.join(writing)}" if writing else "random"
+            proc.wait()
+            return True, f"{phase} at {delay:.1f} s", None
+        if watch is not None and _temporaries(folder, watch, proc.pid):
+            proc.kill()
+            proc.wait()
+            return True, f"while writing {watch} at {time.monotonic() - start:.1f} s", None
+        time.sleep(0.001 if watch else 0.02)
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
+    return False, "finished", proc.returncode
+
+
+def _weights_and_history(path):
+    import torch
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    history = [{k: v for k, v in r.items() if k != "seconds"} for r in payload["extra"]["history"]]
+    return payload["state_dict"], history
+
+
+def kill_resume(folder, limit=200, epochs=3, batch_size=64, kills=12, seed=0):
+    """Run the experiment in ``folder`` (created); returns a dict of results."""
+    import torch
+
+    rng = random.Random(seed)
+    reference_dir = os.path.join(folder, "reference")
+    run_dir = os.path.join(folder, "run")
+    os.makedirs(reference_dir)
+    os.makedirs(run_dir)
+    t0 = time.monotonic()
+    subprocess.run(_command(limit, epochs, batch_size, "ref.pt"), cwd=reference_dir, env=_env(), check=True,
+                   stdout=subprocess.DEVNULL)
+    reference_s = time.monotonic() - t0
+    # kills at random moments and while a checkpoint or the output is being written, interleaved
+    modes = ["random", "checkpoint", "random", "output", "checkpoint", "random"] * kills
+    modes = modes[:kills]
+    events, done, restarts = [], False, 0
+    cmd = _command(limit, epochs, batch_size, "m.pt", "ck.pt")
+    for mode in modes:
+        if mode == "output" and not os.path.exists(os.path.join(run_dir, "ck.pt")):
+            mode = "random"
+        killed, phase, _ = _run_until(cmd, run_dir, mode, reference_s, rng)
+        restarts += 1
+        events.append({"mode": mode, "killed": killed, "when": phase,
+                       "files_after": sorted(os.listdir(run_dir))})
+        if not killed:  # finished before the kill: the next runs resume a finished checkpoint
+            done = True
+    killed, phase, _ = _run_until(cmd, run_dir, "none", 0, rng)  # run to the end
+    restarts += 1
+    events.append({"mode": "final", "killed": False, "when": phase, "files_after": sorted(os.listdir(run_dir))})
+    ref_state, ref_history = _weights_and_history(os.path.join(reference_dir, "ref.pt"))
+    state, history = _weights_and_history(os.path.join(run_dir, "m.pt"))
+    identical = ref_state.keys() == state.keys() and all(torch.equal(ref_state[k], state[k]) for k in ref_state)
+    leftover = sorted(set(os.listdir(run_dir)) - {"ck.pt", "m.pt"})
+    return {
+        "command": " ".join(cmd[1:]),
+        "structures": limit, "epochs": epochs, "batch_size": batch_size,
+        "kills": sum(e["killed"] for e in events),
+        "kills_while_writing": sum(e["killed"] and "writing" in e["when"] for e in events),
+        "finished_before_last_kill": done, "starts": restarts,
+        "reference_seconds": round(reference_s, 1),
+        "weights_bitwise_identical": bool(identical), "history_identical": history == ref_history,
+        "stray_files": leftover, "events": events,
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--limit", type=int, default=200, help="bundled structures to train on")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--kills", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0, help="seeds the kill times")
+    p.add_argument("--out", default=os.path.join(HERE, "results", "kill_resume.json"))
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        result = kill_resume(os.path.join(folder, "x"), args.limit, args.epochs, args.batch_size, args.kills,
+                             args.seed)
+    result["invocation"] = "python benchmarks/kill_resume.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    with open(args.out, "w") as fh:
+        json.dump(result, fh, indent=1)
+    print(json.dumps({k: v for k, v in result.items() if k != "events"}, indent=1))
+    for e in result["events"]:
+        print(f"  {e['mode']:>10}: {'killed' if e['killed'] else 'ran'} {e['when']}; files: {e['files_after']}")
+    ok = result["weights_bitwise_identical"] and result["history_identical"] and not result["stray_files"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
