@@ -8,8 +8,8 @@ finishes, and compares the final model's weights and history bitwise with an
 uninterrupted run (no checkpoint). It also checks that no stray file is left
 in the run's folder (only ``ck.pt`` and ``m.pt``).
 
-    python benchmarks/kill_resume.py                      # 200 structures, 3 epochs, 12 kills
-    python benchmarks/kill_resume.py --kills 3 --limit 24 # quick
+    python benchmarks/kill_resume.py                      # 200 structures, 6 epochs, 12 kills
+    python benchmarks/kill_resume.py --kills 3 --limit 24 --epochs 3  # quick
 
 Writes benchmarks/results/kill_resume.json (and prints a summary).
 """
@@ -78,7 +78,15 @@ def _weights_and_history(path):
     return payload["state_dict"], history
 
 
-def kill_resume(folder, limit=200, epochs=3, batch_size=64, kills=12, seed=0):
+def _checkpoint_epoch(path):
+    import torch
+
+    if not os.path.exists(path):
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def kill_resume(folder, limit=200, epochs=6, batch_size=64, kills=12, seed=0):
     """Run the experiment in ``folder`` (created); returns a dict of results."""
     import torch
 
@@ -88,26 +96,35 @@ def kill_resume(folder, limit=200, epochs=3, batch_size=64, kills=12, seed=0):
     os.makedirs(reference_dir)
     os.makedirs(run_dir)
     t0 = time.monotonic()
-    subprocess.run(_command(limit, epochs, batch_size, "ref.pt"), cwd=reference_dir, env=_env(), check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(_command(limit, epochs, batch_size, "ref.pt") + ["--history", "ref.json"], cwd=reference_dir,
+                   env=_env(), check=True, stdout=subprocess.DEVNULL)
     reference_s = time.monotonic() - t0
+    with open(os.path.join(reference_dir, "ref.json")) as fh:
+        epoch_s = [r["seconds"] for r in json.load(fh)["history"]]
+    startup_s = reference_s - sum(epoch_s)  # imports, reading structures, graphs, writing the model
     # kills at random moments and while a checkpoint or the output is being written, interleaved
-    modes = ["random", "checkpoint", "random", "output", "checkpoint", "random"] * kills
-    modes = modes[:kills]
-    events, done, restarts = [], False, 0
+    cycle = ["random", "checkpoint", "random", "output", "random", "checkpoint"]
+    events, finished_early = [], False
     cmd = _command(limit, epochs, batch_size, "m.pt", "ck.pt")
-    for mode in modes:
-        if mode == "output" and not os.path.exists(os.path.join(run_dir, "ck.pt")):
-            mode = "random"
-        killed, phase, _ = _run_until(cmd, run_dir, mode, reference_s, rng)
-        restarts += 1
-        events.append({"mode": mode, "killed": killed, "when": phase,
+    ckpt = os.path.join(run_dir, "ck.pt")
+    for attempt in range(3 * kills):
+        if sum(e["killed"] for e in events) >= kills:
+            break
+        mode = cycle[attempt % len(cycle)]
+        done = _checkpoint_epoch(ckpt)
+        if mode == "checkpoint" and done == epochs:  # nothing left to checkpoint: kill the output write
+            mode = "output"
+        if mode == "output" and done < epochs:  # the output is written after the last epoch only
+            mode = "checkpoint"
+        # a random moment of this start's expected run time (shorter as the checkpoint advances)
+        expected = startup_s + sum(epoch_s[done:])
+        killed, phase, _ = _run_until(cmd, run_dir, mode, expected, rng)
+        events.append({"mode": mode, "killed": killed, "when": phase, "checkpoint_epoch_before": done,
                        "files_after": sorted(os.listdir(run_dir))})
-        if not killed:  # finished before the kill: the next runs resume a finished checkpoint
-            done = True
+        finished_early |= not killed
     killed, phase, _ = _run_until(cmd, run_dir, "none", 0, rng)  # run to the end
-    restarts += 1
-    events.append({"mode": "final", "killed": False, "when": phase, "files_after": sorted(os.listdir(run_dir))})
+    events.append({"mode": "final", "killed": False, "when": phase, "checkpoint_epoch_before": _checkpoint_epoch(ckpt),
+                   "files_after": sorted(os.listdir(run_dir))})
     ref_state, ref_history = _weights_and_history(os.path.join(reference_dir, "ref.pt"))
     state, history = _weights_and_history(os.path.join(run_dir, "m.pt"))
     identical = ref_state.keys() == state.keys() and all(torch.equal(ref_state[k], state[k]) for k in ref_state)
@@ -116,8 +133,9 @@ def kill_resume(folder, limit=200, epochs=3, batch_size=64, kills=12, seed=0):
         "command": " ".join(cmd[1:]),
         "structures": limit, "epochs": epochs, "batch_size": batch_size,
         "kills": sum(e["killed"] for e in events),
-        "kills_while_writing": sum(e["killed"] and "writing" in e["when"] for e in events),
-        "finished_before_last_kill": done, "starts": restarts,
+        "kills_while_writing_checkpoint": sum(e["killed"] and "ck.pt" in e["when"] for e in events),
+        "kills_while_writing_output": sum(e["killed"] and "m.pt" in e["when"] for e in events),
+        "starts": len(events), "some_start_finished_before_its_kill": finished_early,
         "reference_seconds": round(reference_s, 1),
         "weights_bitwise_identical": bool(identical), "history_identical": history == ref_history,
         "stray_files": leftover, "events": events,
@@ -127,7 +145,7 @@ def kill_resume(folder, limit=200, epochs=3, batch_size=64, kills=12, seed=0):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, default=200, help="bundled structures to train on")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--kills", type=int, default=12)
     p.add_argument("--seed", type=int, default=0, help="seeds the kill times")

@@ -223,3 +223,13 @@ def test_probe_head_is_deterministic_and_learns():
     b = MLPHeadRegressor(epochs=40, batch_size=32, random_state=3).fit(X, y)
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
     assert a.loss_curve_ == b.loss_curve_ and a.loss_curve_[-1] < 0.5 * a.loss_curve_[0]
+
+
+def test_a_file_that_is_not_our_checkpoint_is_refused_and_left_alone(tmp_path):
+    from skpolysrl.exceptions import ModelFileError
+
+    path = tmp_path / "table.csv"
+    path.write_text("formula,y\nNaCl,1\n")
+    with pytest.raises(ModelFileError, match="table.csv"):
+        _fit(checkpoint=path)
+    assert path.read_text() == "formula,y\nNaCl,1\n"
