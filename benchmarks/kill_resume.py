@@ -45,13 +45,15 @@ def _temporaries(folder, name, pid=None):
     return [f for f in os.listdir(folder) if f.startswith(prefix) and f.endswith(TMP_SUFFIX)]
 
 
-def _run_until(cmd, folder, mode, deadline_s, rng):
-    """Start ``cmd``; kill it when ``mode`` says ("random": after a random delay up to ``deadline_s``;
-    "checkpoint"/"output": as soon as a temporary of ck.pt / m.pt appears). Returns (killed, phase, rc)."""
+def _run_until(cmd, folder, mode, expected_s, rng):
+    """Start ``cmd``; kill it when ``mode`` says: "random": after a random part of ``expected_s`` (its expected
+    run time); "checkpoint": while it writes its second checkpoint (so each start makes progress);
+    "output": while it writes m.pt. Returns (killed, phase, rc)."""
     proc = subprocess.Popen(cmd, cwd=folder, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     start = time.monotonic()
-    delay = rng.uniform(0.2 * deadline_s, 0.9 * deadline_s) if mode == "random" else None
-    watch = {"checkpoint": "ck.pt", "output": "m.pt"}.get(mode)
+    delay = rng.uniform(0.1 * expected_s, 0.7 * expected_s) if mode == "random" else None
+    watch, need = {"checkpoint": ("ck.pt", 2), "last checkpoint": ("ck.pt", 1), "output": ("m.pt", 1)}.get(mode, (None, 0))
+    seen = set()
     while proc.poll() is None:
         if delay is not None and time.monotonic() - start >= delay:
             proc.kill()
@@ -59,11 +61,13 @@ def _run_until(cmd, folder, mode, deadline_s, rng):
             phase = f"writing {', '.join(writing)}" if writing else "random"
             proc.wait()
             return True, f"{phase} at {delay:.1f} s", None
-        if watch is not None and _temporaries(folder, watch, proc.pid):
-            proc.kill()
-            proc.wait()
-            return True, f"while writing {watch} at {time.monotonic() - start:.1f} s", None
-        time.sleep(0.001 if watch else 0.02)
+        if watch is not None:
+            seen.update(_temporaries(folder, watch, proc.pid))
+            if len(seen) >= need:
+                proc.kill()
+                proc.wait()
+                return True, f"while writing {watch} at {time.monotonic() - start:.1f} s", None
+        time.sleep(0.0005 if watch else 0.02)
     err = proc.stderr.read().decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
@@ -103,7 +107,7 @@ def kill_resume(folder, limit=200, epochs=6, batch_size=64, kills=12, seed=0):
         epoch_s = [r["seconds"] for r in json.load(fh)["history"]]
     startup_s = reference_s - sum(epoch_s)  # imports, reading structures, graphs, writing the model
     # kills at random moments and while a checkpoint or the output is being written, interleaved
-    cycle = ["random", "checkpoint", "random", "output", "random", "checkpoint"]
+    cycle = ["checkpoint", "random", "checkpoint", "random", "checkpoint", "output", "random"]
     events, finished_early = [], False
     cmd = _command(limit, epochs, batch_size, "m.pt", "ck.pt")
     ckpt = os.path.join(run_dir, "ck.pt")
@@ -116,6 +120,8 @@ def kill_resume(folder, limit=200, epochs=6, batch_size=64, kills=12, seed=0):
             mode = "output"
         if mode == "output" and done < epochs:  # the output is written after the last epoch only
             mode = "checkpoint"
+        if mode == "checkpoint" and done == epochs - 1:  # one write left: kill that one
+            mode = "last checkpoint"
         # a random moment of this start's expected run time (shorter as the checkpoint advances)
         expected = startup_s + sum(epoch_s[done:])
         killed, phase, _ = _run_until(cmd, run_dir, mode, expected, rng)

@@ -576,7 +576,8 @@ class Trainer:
         checkpoint = checkpoints[0] if checkpoints else None
         if checkpoint is not None and self.is_main:
             checkpoint.prepare()
-        self._settings = self.settings()  # before any step: the starting weights are part of the key
+        # before any step: the starting weights are part of the key (only needed to resume or to compare ranks)
+        self._settings = self.settings() if checkpoint is not None or self.distributed else None
         if self.distributed:
             _ddp.assert_same((self._settings, self.epochs), "the training data and settings")
             if self.device.startswith("cuda:"):
