@@ -8,7 +8,7 @@ finishes, and compares the final model's weights and history bitwise with an
 uninterrupted run (no checkpoint). It also checks that no stray file is left
 in the run's folder (only ``ck.pt`` and ``m.pt``).
 
-    python benchmarks/kill_resume.py                      # 200 structures, 6 epochs, 12 kills
+    python benchmarks/kill_resume.py                      # 200 structures, 6 epochs, 14 kills
     python benchmarks/kill_resume.py --kills 3 --limit 24 --epochs 3  # quick
 
 Writes benchmarks/results/kill_resume.json (and prints a summary).
@@ -90,7 +90,7 @@ def _checkpoint_epoch(path):
     return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
 
 
-def kill_resume(folder, limit=200, epochs=6, batch_size=64, kills=12, seed=0):
+def kill_resume(folder, limit=200, epochs=6, batch_size=64, kills=14, seed=0):
     """Run the experiment in ``folder`` (created); returns a dict of results."""
     import torch
 
@@ -107,7 +107,7 @@ def kill_resume(folder, limit=200, epochs=6, batch_size=64, kills=12, seed=0):
         epoch_s = [r["seconds"] for r in json.load(fh)["history"]]
     startup_s = reference_s - sum(epoch_s)  # imports, reading structures, graphs, writing the model
     # kills at random moments and while a checkpoint or the output is being written, interleaved
-    cycle = ["checkpoint", "random", "checkpoint", "random", "checkpoint", "output", "random"]
+    cycle = ["checkpoint", "random", "checkpoint", "checkpoint", "random", "checkpoint", "output", "output", "random"]
     events, finished_early = [], False
     cmd = _command(limit, epochs, batch_size, "m.pt", "ck.pt")
     ckpt = os.path.join(run_dir, "ck.pt")
@@ -118,8 +118,6 @@ def kill_resume(folder, limit=200, epochs=6, batch_size=64, kills=12, seed=0):
         done = _checkpoint_epoch(ckpt)
         if mode == "checkpoint" and done == epochs:  # nothing left to checkpoint: kill the output write
             mode = "output"
-        if mode == "output" and done < epochs:  # the output is written after the last epoch only
-            mode = "checkpoint"
         if mode == "checkpoint" and done == epochs - 1:  # one write left: kill that one
             mode = "last checkpoint"
         # a random moment of this start's expected run time (shorter as the checkpoint advances)
@@ -153,7 +151,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=200, help="bundled structures to train on")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--kills", type=int, default=12)
+    p.add_argument("--kills", type=int, default=14)
     p.add_argument("--seed", type=int, default=0, help="seeds the kill times")
     p.add_argument("--out", default=os.path.join(HERE, "results", "kill_resume.json"))
     args = p.parse_args(argv)
