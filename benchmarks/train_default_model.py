@@ -1,7 +1,7 @@
 """The recipe of the shipped model (skpolysrl/weights/polysrl_default.pt): the library's default
 ``fit`` on the Materials Project corpus with DFT properties. One command, from the repository root:
 
-    MKL_NUM_THREADS=2 OMP_NUM_THREADS=2 python benchmarks/train_default_model.py \\
+    MKL_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/train_default_model.py --threads 1 \\
         --structures ../shared/data/mp2025_structures.jsonl.gz \\
         --properties ../shared/data/matbench/{mp_gap,mp_e_form,log_gvrh,log_kvrh,phonons,dielectric,mp_is_metal,jdft2d,perovskites}.csv \\
         --init v1.pt --out skpolysrl/weights/polysrl_default.pt
@@ -80,6 +80,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--checkpoint", default=None)
+    p.add_argument("--graph-cache", default=None, help=".npz file caching the structure graphs between runs")
     p.add_argument("--out", required=True)
     p.add_argument("--log", default=os.path.join(os.path.dirname(__file__), "results", "default_model_training.json"))
     a = p.parse_args()
@@ -103,7 +104,8 @@ def main():
     recipe = StagedRecipe(max_structure_rows=a.max_structure_rows, realign_passes=a.realign_passes,
                           n_alloys=a.n_alloys)
     f = PolySRLFeaturizer(pretrained=None if a.init == "none" else a.init, recipe=recipe, random_state=a.seed,
-                          device=a.device, checkpoint=a.checkpoint, verbose=True)
+                          device=a.device, checkpoint=a.checkpoint, graph_cache=a.graph_cache,
+                          verbose=True)
     f.fit(data, y)
     seconds = time.perf_counter() - t0
     command = "python " + " ".join(sys.argv)

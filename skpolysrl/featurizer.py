@@ -335,7 +335,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         if self._staged():
             structures = _as_structures(X, self.ignore_errors)
             if structures is not None:
-                return self._pretrain_staged(structures, _targets(X, y, len(structures)))
+                return self._pretrain_staged(structures, _targets(X, y, len(structures)), monitor, on_epoch_end)
         if self.objective not in STRUCTURE_OBJECTIVES:  # graphcl, supervised: formulas are the training data
             return self._pretrain_formulas(X, y, monitor, on_epoch_end)
         structures = _as_structures(X, self.ignore_errors)
@@ -349,7 +349,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
     def _staged(self):
         return self.objective == "polysrl" and not (isinstance(self.recipe, str) and self.recipe == "paper")
 
-    def _pretrain_staged(self, structures, targets):
+    def _pretrain_staged(self, structures, targets, monitor=None, on_epoch_end=None):
         """The default recipe (:func:`skpolysrl.recipes.staged_pretrain`) on ``structures``."""
         import torch
 
@@ -382,7 +382,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
         recipe = StagedRecipe() if isinstance(self.recipe, str) else self.recipe
         self.history_ = staged_pretrain(self.model_, stoich, formula_ids, build_graphs, recipe, targets=targets,
                                         seed=seed, device=self.device_, from_scratch=self.pretrained is None,
-                                        verbose=self.verbose, checkpoint=self.checkpoint)
+                                        verbose=self.verbose, checkpoint=self.checkpoint,
+                                        probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed),
+                                        on_epoch_end=on_epoch_end)
         self.n_structures_ = len(structures)
         self.n_formulas_ = len(keys)
         return self

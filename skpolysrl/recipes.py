@@ -273,7 +273,8 @@ def _log_function(verbose):
 
 
 def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *, targets=None, seed=0,
-                    device="cpu", from_scratch=True, verbose=False, checkpoint=None):
+                    device="cpu", from_scratch=True, verbose=False, checkpoint=None, probe=None,
+                    on_epoch_end=None):
     """Run the default recipe on ``model`` in place.
 
     Parameters
@@ -294,6 +295,10 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
         Each stage checkpoints to ``{checkpoint}.{stage}`` and resumes from it (a
         finished stage's file restores its final weights); the files are removed
         when every stage has finished.
+    probe : callable(model, device=) -> float, optional
+        A held-out score recorded as ``probe_mae`` after every epoch of every stage.
+    on_epoch_end : callable(dict), optional
+        Called with each epoch's record.
 
     Returns
     -------
@@ -325,6 +330,10 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
         written.append(path)
         return path
 
+    def callbacks_for(stage):
+        return pretraining_callbacks(model, device=device, monitor_table=monitor_table, probe=probe, log=log,
+                                     progress=verbose, checkpoint=stage_checkpoint(stage), on_epoch_end=on_epoch_end)
+
     def record(stage, records):
         for r in records:
             history.append({"stage": stage, **r})
@@ -347,8 +356,7 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
     def run_infomax(rows, epochs, lr, warmup_epochs, stage, validation=None):
         """NT-Xent between formula means and structures; ``validation`` (a subset of ``rows``) is held out
         to keep the epoch with its lowest NT-Xent."""
-        callbacks = pretraining_callbacks(model, device=device, monitor_table=monitor_table, log=log,
-                                          progress=verbose, checkpoint=stage_checkpoint(stage))
+        callbacks = callbacks_for(stage)
         if validation is not None:
             rows = np.setdiff1d(rows, validation)
             scorer = _ValidationLoss(model, StoichiometryTable([stoichiometries[i] for i in validation]),
@@ -394,9 +402,7 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
                                 batch_size=recipe.batch_size, lr=recipe.supervised_lr, seed=seed)
         records = pretrain(model, StoichiometryTable([stoichiometries[i] for i in rows]), np.arange(len(rows)),
                            None, config, targets=per_formula[keep], device=device,
-                           callbacks=pretraining_callbacks(model, device=device, monitor_table=monitor_table,
-                                                           log=log, progress=verbose,
-                                                           checkpoint=stage_checkpoint("supervised")))
+                           callbacks=callbacks_for("supervised"))
         record("supervised", records)
     if "realign" in stages:
         rows = sample
