@@ -82,6 +82,7 @@ def cmd_pretrain(args):
         warmup_epochs=args.warmup_epochs, c_init=args.c_init, d_init=args.d_init, graph_cache=args.graph_cache,
         log_sigma_init=args.log_sigma_init, threshold_lr=args.threshold_lr, alignment_weight=args.alignment_weight,
         keep_best=args.keep_best, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+        recipe=args.recipe,
     )
     t0 = time.perf_counter()
     if args.objective == "supervised":  # formulas + a DFT property, no structures
@@ -234,6 +235,10 @@ def build_parser():
     pre.add_argument("--property", default="band_gap",
                      help="for --objective supervised: band_gap or formation_energy (MP values for the bundled "
                           "corpus' formulas) or a CSV with formula,target columns (e.g. matbench_mp_gap)")
+    pre.add_argument("--recipe", default="default", choices=["default", "paper"],
+                     help="default: the staged recipe (align, realign, variances fitted to the polymorphs; "
+                          "docs/method.md); paper: the paper's single stage, set by --epochs, --lr, --n-samples, "
+                          "--beta and the options below (they apply to --recipe paper and the other objectives)")
     pre.add_argument("--epochs", type=int, default=100)
     pre.add_argument("--batch-size", type=int, default=256)
     pre.add_argument("--lr", type=float, default=5e-5)

@@ -7,6 +7,7 @@ import copy
 import numbers
 import os
 import sys
+import warnings
 from importlib import resources
 
 import numpy as np
@@ -23,6 +24,7 @@ from ._formula import StoichiometryTable, parse_formula, parse_formulas
 from ._runtime import resolve_device as _resolve_device
 from .exceptions import FormulaError
 from .loss import PAIR_REDUCTIONS
+from .recipes import RECIPES, StagedRecipe, staged_pretrain
 from .training import (OBJECTIVES, STRUCTURE_OBJECTIVES, HeldOutProbe, PretrainConfig, encode, pretrain,
                        pretraining_callbacks)
 
@@ -71,6 +73,30 @@ def _as_items(X):
         elif X.ndim != 1:
             raise ValueError(f"expected a 1-D array of formulas (or shape (n, 1)), got shape {X.shape}")
     return list(X)
+
+
+#: Keywords of the paper's single-stage recipe and their defaults (unused by recipe="default").
+_PAPER_RECIPE_KEYWORDS = {"epochs": 100, "lr": 5e-5, "n_samples": 8, "beta": 1e-8, "pair_reduction": "sum",
+                          "warmup_epochs": 0, "threshold_lr": None, "alignment_weight": 0.0, "keep_best": False,
+                          "variance_only": False}
+
+
+def _targets(X, y, n):
+    """Per-structure properties for the supervised stage: an array (n,) or (n, k), or column names of X."""
+    if y is None:
+        return None
+    if isinstance(y, str) or (isinstance(y, (list, tuple)) and y and all(isinstance(c, str) for c in y)):
+        if not isinstance(X, pd.DataFrame):
+            raise ValueError(f"y={y!r} names columns: pass the structures as a DataFrame that has them")
+        missing = [c for c in ([y] if isinstance(y, str) else y) if c not in X.columns]
+        if missing:
+            raise ValueError(f"y names columns {missing} that the DataFrame lacks (it has {list(X.columns)})")
+        y = X[y].to_numpy(dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) != n:
+        raise ValueError(f"y has {len(y)} rows for {n} structures: give one row of properties per structure "
+                         "(NaN where a property is unknown)")
+    return y
 
 
 class PolySRLFeaturizer(BaseFeaturizer):
@@ -147,6 +173,16 @@ class PolySRLFeaturizer(BaseFeaturizer):
         as an uninterrupted run (same data, settings and thread count); a
         checkpoint from other data or settings raises ValueError.
     checkpoint_every : int, default=1
+    recipe : {"default", "paper"} or StagedRecipe, default="default"
+        How ``fit(structures)`` pretrains with ``objective="polysrl"``.
+        "default": the staged recipe of :mod:`skpolysrl.recipes` (alignment of
+        the structure encoder and the means, the supervised stage when ``y`` is
+        given, realignment, then the variances fitted to each formula's
+        polymorphs); pass a :class:`~skpolysrl.recipes.StagedRecipe` to change
+        its settings. "paper": the paper's single soft-contrastive stage with
+        ``epochs``, ``lr``, ``n_samples``, ``beta`` and the other training
+        keywords above (they apply to "paper" and to the other objectives only);
+        it collapses on small corpora (docs/method.md).
 
     Attributes
     ----------
@@ -188,6 +224,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         "variance_only": ["boolean"],
         "checkpoint": [None, str, os.PathLike],
         "checkpoint_every": [Interval(numbers.Integral, 1, None, closed="left")],
+        "recipe": [StrOptions(set(RECIPES)), StagedRecipe],
     }
 
     def __init__(self, pretrained="default", objective="polysrl", epochs=100, batch_size=256, lr=5e-5,
@@ -195,7 +232,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
                  pair_reduction="sum", c_init=20.0, d_init=20.0, hidden_dim=200, graph_cache=None,
                  transform_batch_size=4096, ignore_errors=False, warmup_epochs=0, log_sigma_init=None,
                  threshold_lr=None, alignment_weight=0.0, keep_best=False,
-                 variance_only=False, checkpoint=None, checkpoint_every=1):
+                 variance_only=False, checkpoint=None, checkpoint_every=1, recipe="default"):
         self.pretrained = pretrained
         self.objective = objective
         self.epochs = epochs
@@ -222,6 +259,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self.variance_only = variance_only
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
+        self.recipe = recipe
 
     # ------------------------------------------------------------------ fitting
     def _seed(self):
@@ -294,6 +332,10 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self
         """
         self._validate_params()
+        if self._staged():
+            structures = _as_structures(X, self.ignore_errors)
+            if structures is not None:
+                return self._pretrain_staged(structures, _targets(X, y, len(structures)), monitor, on_epoch_end)
         if self.objective not in STRUCTURE_OBJECTIVES:  # graphcl, supervised: formulas are the training data
             return self._pretrain_formulas(X, y, monitor, on_epoch_end)
         structures = _as_structures(X, self.ignore_errors)
@@ -303,6 +345,49 @@ class PolySRLFeaturizer(BaseFeaturizer):
                 self.history_ = []
             return self
         return self._pretrain(structures, monitor, on_epoch_end)
+
+    def _staged(self):
+        return self.objective == "polysrl" and not (isinstance(self.recipe, str) and self.recipe == "paper")
+
+    def _pretrain_staged(self, structures, targets, monitor=None, on_epoch_end=None):
+        """The default recipe (:func:`skpolysrl.recipes.staged_pretrain`) on ``structures``."""
+        import torch
+
+        from .graphs import build_structure_graphs
+
+        if len(structures) < 2:
+            raise ValueError(f"pretraining needs at least 2 structures, got {len(structures)}")
+        paper_only = {k: v for k, v in self.get_params().items()
+                      if k in _PAPER_RECIPE_KEYWORDS and v != _PAPER_RECIPE_KEYWORDS[k]}
+        if paper_only:
+            warnings.warn(f"{sorted(paper_only)} set the paper's recipe, which recipe='default' does not use: pass "
+                          "recipe='paper' to train with them, or recipe=StagedRecipe(...) to tune the default",
+                          UserWarning, stacklevel=3)
+        _ddp.init_from_env(_resolve_device(self.device))
+        known = known_atomic_numbers()
+        stoich = [parse_formula(s, known, position=i) for i, s in enumerate(structures)]
+        keys = {}
+        formula_ids = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
+        seed = _ddp.broadcast_object(self._seed())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # also seeds a fresh structure encoder added to loaded weights
+            self._set_model(self._initial_model(seed).add_structure_encoder())
+        graph_kwargs = self.model_.config.graph.graph_kwargs()
+
+        def build_graphs(rows):
+            return build_structure_graphs([structures[i] for i in rows], cache=self.graph_cache,
+                                          write_cache=_ddp.is_main_process(), progress=self.verbose,
+                                          **graph_kwargs)
+
+        recipe = StagedRecipe() if isinstance(self.recipe, str) else self.recipe
+        self.history_ = staged_pretrain(self.model_, stoich, formula_ids, build_graphs, recipe, targets=targets,
+                                        seed=seed, device=self.device_, from_scratch=self.pretrained is None,
+                                        verbose=self.verbose, checkpoint=self.checkpoint,
+                                        probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed),
+                                        on_epoch_end=on_epoch_end)
+        self.n_structures_ = len(structures)
+        self.n_formulas_ = len(keys)
+        return self
 
     def _set_model(self, model):
         self.device_ = _ddp.local_device(_resolve_device(self.device))  # under torchrun: cuda:LOCAL_RANK

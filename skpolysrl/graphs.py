@@ -103,6 +103,13 @@ class StructureGraphs:
         batch = np.repeat(np.arange(len(indices)), n_nodes)
         return edge_index, self.distances[edge_ids], batch
 
+    def subset(self, indices):
+        """The graphs ``indices`` (in that order) as a new :class:`StructureGraphs`."""
+        indices = np.asarray(indices, dtype=np.int64)
+        edge_ids = segment_indices(self._edge_ptr[indices], self.num_edges[indices])
+        return StructureGraphs(self.num_nodes[indices], self.num_edges[indices], self.edge_index[:, edge_ids],
+                               self.distances[edge_ids])
+
     def save(self, path, fingerprint=""):
         np.savez(
             path,

@@ -19,6 +19,7 @@ from sklearn.utils import _safe_indexing
 from .datasets._tables import select_temperature_window
 
 __all__ = [
+    "held_out_formulas",
     "PAPER_SEED", "MATBENCH_SEED", "ESTM_WINDOWS", "paper_kfold", "matbench_kfold", "cross_validate",
     "TargetScaling", "log_scale", "undo_log_scale", "minmax_scale", "undo_minmax_scale", "figure_of_merit",
     "zt_from_scaled", "screen_zt", "select_temperature_window",
@@ -30,6 +31,21 @@ PAPER_SEED = 0
 MATBENCH_SEED = 18012019
 #: ESTM temperature windows (K) of the paper's 300 K and 600 K sets.
 ESTM_WINDOWS = {"300K": (295.0, 305.0), "600K": (593.0, 608.0)}
+
+
+def held_out_formulas(formulas, fraction=0.1, salt="skpolysrl-holdout"):
+    """Boolean mask: the formulas held out of pretraining, chosen by a hash of the formula text.
+
+    The same formula is held out in every run, script and corpus (no seed, no
+    dependence on which other formulas are present), so training recipes and
+    evaluation scripts agree without sharing a file. About ``fraction`` of
+    distinct formulas are held out.
+    """
+    import hashlib
+
+    cut = int(fraction * 2**32)
+    return np.array([int.from_bytes(hashlib.sha256(f"{salt}|{f}".encode()).digest()[:4], "big") < cut
+                     for f in formulas], dtype=bool)
 
 
 def paper_kfold(n_splits=5, seed=PAPER_SEED):

@@ -36,8 +36,10 @@ def output_features_np(mu, log_sigma, dtype=np.float32):
     return np.hstack([np.asarray(mu, dtype=dtype), uncertainty.astype(dtype)])
 
 
-def build_head(n_features, hidden_dim):
+def build_head(n_features, hidden_dim, n_outputs=1):
     """The paper's probe head: Linear-LeakyReLU-Linear-LeakyReLU-Linear, Xavier-uniform weights, zero biases.
+
+    ``n_outputs`` > 1: one output per property (multi-task supervised pretraining).
 
     Draws from torch's global generator: wrap in :func:`skpolysrl._runtime.seeded` for a seeded head.
     """
@@ -46,7 +48,7 @@ def build_head(n_features, hidden_dim):
         nn.LeakyReLU(),
         nn.Linear(hidden_dim, hidden_dim),
         nn.LeakyReLU(),
-        nn.Linear(hidden_dim, 1),
+        nn.Linear(hidden_dim, n_outputs),
     )
     with torch.no_grad():
         for layer in module:

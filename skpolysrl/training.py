@@ -277,8 +277,10 @@ class _BatchObjective(torch.nn.Module):
             loss, stats = nt_xent_loss(outputs[2], outputs[3], match)
         elif objective == "supervised":
             scale = float(np.sqrt(mu.shape[1]))  # unit-norm means have components ~ 1/sqrt(dim)
-            pred = self.head(mu * scale).view(-1)
-            loss = torch.nn.functional.l1_loss(pred, self.targets[torch.as_tensor(idx, device=device)])
+            pred = self.head(mu * scale)
+            target = self.targets[torch.as_tensor(idx, device=device)]
+            known = torch.isfinite(target)  # several properties: each formula has those it has
+            loss = (pred - torch.nan_to_num(target)).abs().mul(known).sum() / known.sum().clamp(min=1)
             stats = {"positive_correct": float("nan"), "negative_correct": float("nan"), "retrieval": float("nan")}
         elif objective == "infomax":
             loss, stats = nt_xent_loss(mu, outputs[2], match)
@@ -390,10 +392,12 @@ def pretrain(model, table, formula_ids, graphs, config, *, targets=None, device=
     graphs : StructureGraphs or None
         One per row of ``table``; ``None`` for "graphcl" and "supervised".
     config : PretrainConfig
-    targets : float array, optional
-        One property value per row of ``table``, for ``objective="supervised"``
-        (trained with an L1 loss through a 3-layer MLP head that is discarded
-        afterwards).
+    targets : float array of shape (n,) or (n, n_properties), optional
+        Property values per row of ``table``, for ``objective="supervised"``
+        (trained with an L1 loss through a 3-layer MLP head, one output per
+        property, that is discarded afterwards). NaN marks a property a row
+        lacks; its term is left out of the loss. Scale the columns alike
+        (e.g. standardise them): the L1 terms are summed.
     device : str, default="cpu"
     callbacks : list of skpolysrl.engine.Callback, optional
         Monitoring, logging, checkpointing (:func:`pretraining_callbacks`
@@ -445,11 +449,14 @@ def pretrain(model, table, formula_ids, graphs, config, *, targets=None, device=
     if cfg.objective == "supervised":
         if targets is None or len(targets) != len(table):
             raise ValueError("objective='supervised' needs one target per formula (targets=)")
-        targets = torch.as_tensor(np.asarray(targets, dtype=np.float32), device=device)
-        if not bool(torch.isfinite(targets).all()):
-            raise ValueError("targets of the supervised objective must be finite; drop rows with NaN targets")
+        targets = np.asarray(targets, dtype=np.float32)
+        targets = targets.reshape(len(targets), -1)  # (n, n_properties); NaN: property unknown for that formula
+        if np.isinf(targets).any() or not np.isfinite(targets).any(axis=1).all():
+            raise ValueError("targets of the supervised objective must be finite, with at least one known "
+                             "property per row (NaN marks an unknown one); drop rows whose targets are all NaN")
+        targets = torch.as_tensor(targets, device=device)
         with seeded(cfg.seed):
-            head = build_head(model.config.hidden_dim, 128).to(device)
+            head = build_head(model.config.hidden_dim, 128, n_outputs=targets.shape[1]).to(device)
     formula_ids = torch.as_tensor(np.asarray(formula_ids), dtype=torch.long, device=device)
     # the stoichiometry encoder's variance path (Set2Set_sigma, Linear_sigma) vs everything feeding the mean
     variance_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" in name]

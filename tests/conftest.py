@@ -24,7 +24,7 @@ def trained(mp_small):
     from skpolysrl import PolySRLFeaturizer
 
     f = PolySRLFeaturizer(pretrained=None, epochs=4, batch_size=64, lr=5e-5, random_state=0, verbose=False,
-                          device="cpu")
+                          device="cpu", recipe="paper")
     return f.fit(mp_small)
 
 

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_cli_pretrain_then_featurize(tmp_path, band_gap):
     model = tmp_path / "m.pt"
     history = tmp_path / "h.json"
-    assert main(["pretrain", "--limit", "64", "--epochs", "2", "--batch-size", "32", "--lr", "5e-4",
+    assert main(["pretrain", "--recipe", "paper", "--limit", "64", "--epochs", "2", "--batch-size", "32", "--lr", "5e-4",
                  "--device", "cpu", "--seed", "1", "--quiet", "--out", str(model), "--history", str(history)]) == 0
     log = json.loads(history.read_text())
     assert len(log["history"]) == 2 and log["n_structures"] == 64

@@ -21,7 +21,7 @@ from skpolysrl.datasets import (as_structure_source, load_materials_project, rea
 from skpolysrl.exceptions import StructureFileWarning
 
 FORMULAS = ["Fe2O3", "NaCl", "Bi2Te2.7Se0.3", "SiO2", "GaAs", "Cu2ZnSnS4"]
-TINY = dict(pretrained=None, epochs=1, batch_size=16, random_state=0, verbose=False, device="cpu")
+TINY = dict(pretrained=None, epochs=1, batch_size=16, random_state=0, verbose=False, device="cpu", recipe="paper")
 N = 24
 
 
@@ -282,7 +282,7 @@ def test_materials_project_with_a_stub_client(monkeypatch, structures):
 # ------------------------------------------------------------------------- CLI
 def test_cli_pretrain_on_a_directory(poscar_dir, reference, tmp_path, capsys):
     model = tmp_path / "m.pt"
-    assert main(["pretrain", "--data", str(poscar_dir), "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+    assert main(["pretrain", "--recipe", "paper", "--data", str(poscar_dir), "--epochs", "1", "--batch-size", "16", "--device", "cpu",
                  "--seed", "0", "--quiet", "--out", str(model)]) == 0
     assert f"({N} structures" in capsys.readouterr().out
     loaded = PolySRLFeaturizer(pretrained=str(model), verbose=False).fit(["H"])
@@ -293,7 +293,7 @@ def test_cli_pretrain_on_a_directory(poscar_dir, reference, tmp_path, capsys):
     structure_file = poscar_dir / "POSCAR_000"
     (bad / "POSCAR").write_text(structure_file.read_text())
     (bad / "CONTCAR").write_text((poscar_dir / "POSCAR_001").read_text())
-    args = ["pretrain", "--data", str(bad), "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--quiet",
+    args = ["pretrain", "--recipe", "paper", "--data", str(bad), "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--quiet",
             "--out", str(tmp_path / "b.pt")]
     assert main(args) == 2
     err = capsys.readouterr().err

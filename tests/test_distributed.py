@@ -61,14 +61,15 @@ out = sys.argv[2]
 structures = load_mp_structures(limit=LIMIT)
 for objective in OBJECTIVES:
     f = PolySRLFeaturizer(pretrained=None, objective=objective, epochs=EPOCHS, batch_size=BATCH, random_state=0,
-                          verbose=False, device="cpu")
+                          verbose=False, device="cpu", recipe="paper")
     f.fit(structures)  # joins the process group named by the environment (gloo on CPU)
     if distributed.is_main_process():
         f.save(os.path.join(out, f"{objective}.pt"))
         with open(os.path.join(out, f"{objective}.json"), "w") as fh:
             json.dump(f.history_, fh)
 assert torch.distributed.is_initialized() and torch.distributed.get_world_size() == 2
-initial = PolySRLFeaturizer(pretrained=None, epochs=0, random_state=0, verbose=False, device="cpu").fit(structures)
+initial = PolySRLFeaturizer(pretrained=None, epochs=0, random_state=0, verbose=False, device="cpu",
+                            recipe="paper").fit(structures)
 grads = gradients(initial.model_, training_data(structures), distributed=True)
 torch.save(grads, os.path.join(out, f"grad{os.environ['RANK']}.pt"))
 torch.distributed.destroy_process_group()
@@ -167,10 +168,11 @@ def single(structures):
     torch.set_num_threads(1)  # as the children; also far faster than 2 threads on a busy machine
     try:
         fits = {objective: PolySRLFeaturizer(pretrained=None, objective=objective, epochs=EPOCHS, batch_size=BATCH,
-                                             random_state=0, verbose=False, device="cpu").fit(structures)
+                                             random_state=0, verbose=False, device="cpu",
+                                             recipe="paper").fit(structures)
                 for objective in OBJECTIVES}
         initial = PolySRLFeaturizer(pretrained=None, epochs=0, random_state=0, verbose=False,
-                                    device="cpu").fit(structures).model_
+                                    device="cpu", recipe="paper").fit(structures).model_
         grads = gradients(initial, training_data(structures), distributed=False)
     finally:
         torch.set_num_threads(threads)
@@ -233,7 +235,7 @@ def test_torchrun_cli_pretrain_writes_one_model(tmp_path):
     for var in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(var, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           "-m", "skpolysrl.cli", "pretrain", "--data", "bundled", "--limit", "40", "--epochs", "1",
+           "-m", "skpolysrl.cli", "pretrain", "--recipe", "paper", "--data", "bundled", "--limit", "40", "--epochs", "1",
            "--batch-size", "20", "--device", "cpu", "--out", str(out), "--history", str(tmp_path / "h.json")]
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stdout + done.stderr

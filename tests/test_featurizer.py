@@ -68,7 +68,8 @@ def test_polymorph_rule_makes_same_formula_rows_positive(mp_small):
     two = df[df.formula == poly].head(2)
     others = df[~df.formula.isin([poly])].drop_duplicates("formula").head(2)
     data = pd.concat([two, others])
-    f = PolySRLFeaturizer(pretrained=None, epochs=1, batch_size=4, random_state=0, verbose=False, device="cpu")
+    f = PolySRLFeaturizer(pretrained=None, epochs=1, batch_size=4, random_state=0, verbose=False, device="cpu",
+                          recipe="paper")
     f.fit(data)
     # 4 rows: 4 self pairs + the two polymorphs matching each other
     assert f.history_[0]["positive_pairs"] == 6
@@ -77,7 +78,8 @@ def test_polymorph_rule_makes_same_formula_rows_positive(mp_small):
 
 def test_determinism_same_seed_same_embeddings(mp_small):
     data = mp_small.head(80)
-    kw = dict(pretrained=None, epochs=2, batch_size=32, lr=5e-4, random_state=3, verbose=False, device="cpu")
+    kw = dict(pretrained=None, epochs=2, batch_size=32, lr=5e-4, random_state=3, verbose=False, device="cpu",
+              recipe="paper")
     a = PolySRLFeaturizer(**kw).fit(data)
     b = PolySRLFeaturizer(**kw).fit(data)
     np.testing.assert_array_equal(a.transform(FORMULAS), b.transform(FORMULAS))
@@ -210,7 +212,8 @@ def test_invalid_parameters_are_rejected(mp_small):
 
 @pytest.mark.parametrize("objective", ["deterministic", "infomax"])
 def test_other_objectives_train_and_change_the_encoder(mp_small, objective):
-    kw = dict(pretrained=None, epochs=1, batch_size=64, lr=5e-4, random_state=0, verbose=False, device="cpu")
+    kw = dict(pretrained=None, epochs=1, batch_size=64, lr=5e-4, random_state=0, verbose=False, device="cpu",
+              recipe="paper")
     before = PolySRLFeaturizer(**kw).fit(FORMULAS).transform(FORMULAS)
     f = PolySRLFeaturizer(objective=objective, **kw).fit(mp_small.head(128))
     assert np.isfinite(f.history_[0]["loss"]) and 0 <= f.history_[0]["retrieval"] <= 1
@@ -218,7 +221,7 @@ def test_other_objectives_train_and_change_the_encoder(mp_small, objective):
 
 
 def test_warmup_freezes_the_formula_means(mp_small):
-    kw = dict(pretrained=None, batch_size=64, lr=5e-4, random_state=0, verbose=False, device="cpu")
+    kw = dict(pretrained=None, batch_size=64, lr=5e-4, random_state=0, verbose=False, device="cpu", recipe="paper")
     before = PolySRLFeaturizer(**kw).fit(FORMULAS).transform(FORMULAS)
     warm = PolySRLFeaturizer(epochs=1, warmup_epochs=1, **kw).fit(mp_small.head(128))
     np.testing.assert_array_equal(warm.transform(FORMULAS)[:, :200], before[:, :200])  # means untouched

@@ -16,7 +16,8 @@ FORMULAS = ["Fe2O3", "NaCl", "GaAs", "Bi2Te2.7Se0.3"]
 
 
 def _kw(**extra):
-    return {**dict(pretrained=None, epochs=3, batch_size=32, lr=5e-4, random_state=0, verbose=False, device="cpu"),
+    return {**dict(pretrained=None, epochs=3, batch_size=32, lr=5e-4, random_state=0, verbose=False, device="cpu",
+                   recipe="paper"),
             **extra}
 
 
@@ -92,7 +93,7 @@ def test_fewer_epochs_than_the_checkpoint_is_refused_not_the_longer_model_writte
     from skpolysrl.cli import main
 
     ckpt, out = tmp_path / "run.ckpt", tmp_path / "m.pt"
-    args = ["pretrain", "--limit", "24", "--batch-size", "24", "--quiet", "--device", "cpu", "--checkpoint", str(ckpt)]
+    args = ["pretrain", "--recipe", "paper", "--limit", "24", "--batch-size", "24", "--quiet", "--device", "cpu", "--checkpoint", str(ckpt)]
     assert main(args + ["--epochs", "2", "--out", str(tmp_path / "two.pt")]) == 0
     capsys.readouterr()
     assert main(args + ["--epochs", "1", "--out", str(out)]) == 2

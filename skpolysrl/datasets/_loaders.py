@@ -21,7 +21,7 @@ def _structure_from_record(record):
     return Structure(Lattice(record["lattice"]), record["species"], record["frac"])
 
 
-def read_structures_jsonl(path, limit=None, structures=True):
+def read_structures_jsonl(path, limit=None, structures=True, max_sites=None, skip_formulas=None):
     """Read a JSON-lines file (optionally gzipped) of crystal structures.
 
     Each line is an object with ``id``, ``formula`` and either ``structure``
@@ -36,6 +36,12 @@ def read_structures_jsonl(path, limit=None, structures=True):
     structures : bool, default=True
         Build pymatgen ``Structure`` objects (the slow part); if False the
         ``structure`` column is left out.
+    max_sites : int, optional
+        Leave out structures of more sites (read from compact records before
+        building anything; cells of many sites cost the most to encode).
+    skip_formulas : collection of str, optional
+        Leave out rows whose ``formula`` field is one of these (e.g. formulas
+        held out for evaluation).
 
     Returns
     -------
@@ -51,6 +57,10 @@ def read_structures_jsonl(path, limit=None, structures=True):
                 continue
             try:
                 record = json.loads(line)
+                if skip_formulas is not None and record.get("formula") in skip_formulas:
+                    continue
+                if max_sites is not None and len(record.get("species") or record.get("structure", {}).get("sites", ())) > max_sites:
+                    continue
                 row = {"id": record.get("id"), "formula": record.get("formula")}
                 if structures:
                     row["structure"] = _structure_from_record(record)

@@ -1,0 +1,479 @@
+"""Staged pretraining: the default recipe, each stage a run of the training engine.
+
+The paper's single soft-contrastive stage collapses the formula means on our
+corpora (docs/method.md). The default recipe trains in stages instead:
+
+1. ``align``: NT-Xent (temperature 0.2) between formula means and crystal
+   structures, first with the mean path frozen (the structure encoder, whose
+   outputs start nearly identical, learns to tell crystals apart), then jointly
+   at a lower learning rate, keeping the epoch with the lowest held-out
+   NT-Xent loss. Skipped when starting from pretrained weights.
+2. ``supervised`` (when properties are given): L1 on per-formula properties
+   (several at once, standardised; NaN = unknown) through a head on the means.
+3. ``realign``: the structure encoder alone, against the final means, so
+   structure embeddings and means agree.
+4. ``variance``: the variance path learns how far each formula's polymorphs
+   spread in structure-embedding space (:func:`polymorph_spread`), from
+   structure embeddings computed once, at formula speed.
+
+Why the variance fits the spread of the polymorphs around their own centroid
+and not around the formula mean: the offset between a mean and its structures'
+centroid is the alignment error of the structure encoder, of the same size for
+every formula (squared distance ~1.4 for unit vectors here), and it drowned the
+polymorph signal (polymorphic vs single-structure ROC AUC 0.46 of that target,
+0.94 of the spread; benchmarks/results/uncertainty.md).
+"""
+
+import dataclasses
+import math
+import os
+import sys
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ._formula import Stoichiometry, StoichiometryTable
+from ._runtime import seeded
+from .engine import Callback, EpochLog, HeldOutMonitor, KeepBest, ProgressBar, Trainer
+from .graphs import gaussian_expansion
+from .loss import nt_xent_loss, polymorph_match
+from .nn import segment_sum, set2set
+from .training import PretrainConfig, encode, pretrain, pretraining_callbacks
+
+__all__ = ["StagedRecipe", "staged_pretrain", "polymorph_spread", "substitution_alloys", "structure_embeddings",
+           "fit_variances", "RECIPES"]
+
+#: Names accepted by ``PolySRLFeaturizer(recipe=...)``.
+RECIPES = ("default", "paper")
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedRecipe:
+    """Settings of the default (staged) pretraining recipe.
+
+    Attributes
+    ----------
+    stages : tuple of str, optional
+        Stages to run, among ``("align", "supervised", "realign", "variance")``.
+        Default: all, but ``align`` only from random weights and ``supervised``
+        only when properties are given.
+    align_passes : int, default=60000
+        Structure rows seen in the align stage: its epochs are
+        ``ceil(align_passes / rows)``, at least 2 and at most 40.
+    warmup_fraction : float, default=0.4
+        Share of the align epochs with the mean path frozen.
+    warmup_lr, align_lr : float
+        Learning rates of the warm-up (5e-4) and of the joint alignment (5e-5).
+    max_structure_rows : int, default=20000
+        Structures sampled for the align and realign stages (every structure
+        passes through the structure encoder's backward: the expensive part).
+    validation_fraction : float, default=0.05
+        Formulas held out from alignment to choose its best epoch.
+    supervised_epochs, supervised_lr : int, float
+        The supervised stage (20 epochs, 3e-4).
+    realign_passes : int, default=30000
+        Structure rows seen in the realign stage (at least one epoch).
+    variance_epochs, variance_lr : int, float
+        The variance stage (30 epochs, 3e-2: the variance readout's features
+        vary little between formulas, so its weights must grow far).
+    floor_quantile : float, default=0.5
+        The variance floor (what a single known structure gets) is this
+        quantile of the polymorph spread of formulas with several structures.
+    n_alloys : int, default=5000
+        Virtual substitutional alloys (see :func:`substitution_alloys`) added to
+        the variance stage, so that doped formulas learn to be uncertain.
+    batch_size : int, default=256
+    """
+
+    stages: Optional[tuple] = None
+    align_passes: int = 60000
+    warmup_fraction: float = 0.4
+    warmup_lr: float = 5e-4
+    align_lr: float = 5e-5
+    max_structure_rows: int = 20000
+    validation_fraction: float = 0.05
+    supervised_epochs: int = 20
+    supervised_lr: float = 3e-4
+    realign_passes: int = 30000
+    variance_epochs: int = 30
+    variance_lr: float = 3e-2
+    floor_quantile: float = 0.5
+    n_alloys: int = 5000
+    batch_size: int = 256
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+STAGES = ("align", "supervised", "realign", "variance")
+
+
+# --------------------------------------------------------------------------- structure embeddings
+def structure_embeddings(model, graphs, device="cpu", batch_size=512):
+    """Structure-encoder outputs of every graph of ``graphs``, (len(graphs), hidden_dim) float32."""
+    model.eval()
+    expansion = model.config.graph.expansion_kwargs()
+    out = np.empty((len(graphs), model.config.hidden_dim), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(graphs), batch_size):
+            part = np.arange(start, min(start + batch_size, len(graphs)))
+            edge_index, dist, batch = graphs.collate(part)
+            emb = model.structure(gaussian_expansion(torch.as_tensor(dist, device=device), **expansion),
+                                  torch.as_tensor(edge_index, device=device), torch.as_tensor(batch, device=device),
+                                  len(part))
+            out[start:start + len(part)] = emb.float().cpu().numpy()
+    return out
+
+
+def polymorph_spread(embeddings, groups, n_groups):
+    """Mean squared distance per dimension of each group's embeddings to the group's centroid.
+
+    Parameters
+    ----------
+    embeddings : (n, d) array
+    groups : (n,) int array, the group (formula or alloy) of each row; a row
+        may belong to several groups if passed several times
+    n_groups : int
+
+    Returns
+    -------
+    spread : (n_groups,) float64, 0 for groups of one structure, NaN for empty groups
+    """
+    e = np.asarray(embeddings, dtype=np.float64)
+    counts = np.bincount(groups, minlength=n_groups).astype(np.float64)
+    centroid = np.zeros((n_groups, e.shape[1]))
+    np.add.at(centroid, groups, e)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroid /= counts[:, None]
+        sq = ((e - centroid[groups]) ** 2).sum(axis=1)
+        return np.bincount(groups, weights=sq, minlength=n_groups) / counts / e.shape[1]
+
+
+def substitution_alloys(stoichiometries, n_alloys, rng, x_range=(0.02, 0.5)):
+    """Virtual substitutional alloys: pairs of formulas that differ by one element, mixed.
+
+    A and B qualify when they have the same elements in the same amounts but
+    one (Bi2Te3 and Bi2Se3); the alloy ``(1 - x) A + x B`` (Bi2Te2.7Se0.3 for
+    x = 0.1) has the structures of both as its candidate structures.
+
+    Returns
+    -------
+    alloys : list of Stoichiometry
+    pairs : (n, 2) int array, the rows of ``stoichiometries`` mixed
+    """
+    slots = {}
+    for i, s in enumerate(stoichiometries):
+        if len(s.atomic_numbers) < 2:
+            continue
+        fractions = [round(f, 6) for f in s.fractions]
+        for k in range(len(s.atomic_numbers)):
+            rest = tuple((z, f) for j, (z, f) in enumerate(zip(s.atomic_numbers, fractions)) if j != k)
+            slots.setdefault((rest, fractions[k]), []).append(i)
+    pairs = [(a, b) for members in slots.values() if len(members) > 1
+             for a, b in zip(members[:-1], members[1:])]
+    if not pairs:
+        return [], np.empty((0, 2), dtype=np.int64)
+    pairs = np.asarray(pairs, dtype=np.int64)
+    pairs = pairs[rng.permutation(len(pairs))[:n_alloys]]
+    alloys = []
+    for a, b in pairs:
+        x = rng.uniform(*x_range)
+        mix = {}
+        for s, w in ((stoichiometries[a], 1.0 - x), (stoichiometries[b], x)):
+            for z, f in zip(s.atomic_numbers, s.fractions):
+                mix[z] = mix.get(z, 0.0) + w * f
+        z = tuple(sorted(mix))
+        alloys.append(Stoichiometry(z, tuple(mix[k] for k in z)))
+    return alloys, pairs
+
+
+class _VarianceObjective(torch.nn.Module):
+    """Squared error of the log variance (2 log sigma, every dimension) against the log of a target variance."""
+
+    find_unused_parameters = False
+
+    def __init__(self, encoder, table, log_targets, device):
+        super().__init__()
+        self.encoder, self.table, self.device = encoder, table, device
+        self.log_targets = torch.as_tensor(log_targets, dtype=torch.float32, device=device)
+
+    def forward(self, idx):
+        enc = self.encoder
+        z, w, edges, batch = self.table.collate(idx).to_torch(self.device)
+        with torch.no_grad():  # the mean path is frozen: its node embeddings are inputs here
+            h = enc.node_embeddings(z, w, edges, batch, len(idx))
+            s = segment_sum(h, batch, len(idx))
+        log_sigma = enc.lin_sigma(set2set(enc.set2set_sigma, h, batch, len(idx))) + s
+        err = 2 * log_sigma - self.log_targets[torch.as_tensor(idx, device=self.device)][:, None]
+        loss = err.pow(2).mean()
+        return loss, {"loss": float(loss.detach()), "log_variance": float((2 * log_sigma.detach()).mean())}
+
+
+def fit_variances(model, table, targets, *, epochs, lr, batch_size=256, seed=0, device="cpu", callbacks=(),
+                  checkpoint=None):
+    """Train the variance path so that each row's variance (every dimension) approaches ``targets``.
+
+    Fitted in log space: the spreads span orders of magnitude and are
+    heavy-tailed, and an uncertainty is read by its rank (a Gaussian
+    likelihood gave ROC AUC 0.64 vs 0.69 for log space in our prototype).
+    """
+    variance_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" in name]
+    objective = _VarianceObjective(model.stoichiometry, table, np.log(targets), device)
+    trainer = Trainer([{"params": variance_path}], lr=lr, epochs=epochs, batch_size=batch_size, n_rows=len(table),
+                      seed=seed, device=device, callbacks=callbacks, checkpoint=checkpoint,
+                      run_key={"data": [table.sizes, table.atomic_numbers, table.fractions, np.asarray(targets)],
+                               "stage": "variance", "model": model.config})
+    return trainer.fit(objective)
+
+
+# --------------------------------------------------------------------------- the recipe
+class _ValidationLoss:
+    """NT-Xent between held-out formulas' means and their structures (lower = better aligned)."""
+
+    def __init__(self, model, table, formula_ids, graphs, rows, device, batch_size=256):
+        self.model, self.table, self.formula_ids, self.graphs = model, table, formula_ids, graphs
+        self.rows, self.device, self.batch_size = rows, device, batch_size
+
+    def __call__(self, module=None):
+        model = self.model
+        model.eval()
+        losses = []
+        expansion = model.config.graph.expansion_kwargs()
+        with torch.no_grad():
+            for start in range(0, len(self.rows) - 1, self.batch_size):
+                idx = self.rows[start:start + self.batch_size]
+                if len(idx) < 2:
+                    continue
+                z, w, e, b = self.table.collate(idx).to_torch(self.device)
+                mu = model.stoichiometry(z, w, e, b, len(idx))[0]
+                edge_index, dist, batch = self.graphs.collate(idx)
+                s = model.structure(gaussian_expansion(torch.as_tensor(dist, device=self.device), **expansion),
+                                    torch.as_tensor(edge_index, device=self.device),
+                                    torch.as_tensor(batch, device=self.device), len(idx))
+                match = polymorph_match(torch.as_tensor(self.formula_ids[idx]))
+                losses.append(float(nt_xent_loss(mu, s, match)[0]))
+        model.train()
+        return float(np.mean(losses))
+
+
+def _epochs(passes, rows, low, high):
+    return int(min(max(math.ceil(passes / max(rows, 1)), low), high))
+
+
+def _log_function(verbose):
+    if not verbose:
+        return None
+
+    def log(line):
+        print(f"[PolySRLFeaturizer] {line}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *, targets=None, seed=0,
+                    device="cpu", from_scratch=True, verbose=False, checkpoint=None, probe=None,
+                    on_epoch_end=None):
+    """Run the default recipe on ``model`` in place.
+
+    Parameters
+    ----------
+    model : PolySRLModel with a structure encoder, on ``device``
+    stoichiometries : list of Stoichiometry, one per structure
+    formula_ids : (n,) int array, equal for structures of the same formula
+    build_graphs : callable(rows) -> StructureGraphs
+        Builds the graphs of the structures at ``rows`` (sorted positions):
+        only the structures a stage uses are turned into graphs.
+    recipe : StagedRecipe
+    targets : (n,) or (n, k) array, optional
+        Per-structure properties for the supervised stage (NaN = unknown);
+        averaged per formula and standardised per column.
+    from_scratch : bool
+        Random weights: the align stage runs (unless ``recipe.stages`` says otherwise).
+    checkpoint : path, optional
+        Each stage checkpoints to ``{checkpoint}.{stage}`` and resumes from it (a
+        finished stage's file restores its final weights); the files are removed
+        when every stage has finished.
+    probe : callable(model, device=) -> float, optional
+        A held-out score recorded as ``probe_mae`` after every epoch of every stage.
+    on_epoch_end : callable(dict), optional
+        Called with each epoch's record.
+
+    Returns
+    -------
+    history : list of dict, every epoch of every stage, with its ``stage``
+    """
+    log = _log_function(verbose)
+    rng = np.random.default_rng(seed)
+    n = len(stoichiometries)
+    formula_ids = np.asarray(formula_ids)
+    stages = recipe.stages
+    if stages is None:
+        stages = tuple(s for s in STAGES if (s != "align" or from_scratch) and (s != "supervised" or targets is not None))
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; choose among {STAGES}")
+    if "supervised" in stages and targets is None:
+        raise ValueError("the supervised stage needs per-structure properties: fit(structures, y)")
+    n_formulas = int(formula_ids.max()) + 1
+    first_row = np.unique(formula_ids, return_index=True)[1]  # a representative row per formula
+    monitor_rows = rng.permutation(first_row)[:2048]
+    monitor_table = StoichiometryTable([stoichiometries[i] for i in monitor_rows])
+    history = []
+    written = []
+
+    def stage_checkpoint(stage):
+        if checkpoint is None:
+            return None
+        path = f"{os.fspath(checkpoint)}.{stage}"
+        written.append(path)
+        return path
+
+    def callbacks_for(stage):
+        return pretraining_callbacks(model, device=device, monitor_table=monitor_table, probe=probe, log=log,
+                                     progress=verbose, checkpoint=stage_checkpoint(stage), on_epoch_end=on_epoch_end)
+
+    def record(stage, records):
+        for r in records:
+            history.append({"stage": stage, **r})
+
+    # structure stages use a sample of at most max_structure_rows rows; the variance stage embeds the
+    # structures of polymorphic formulas and of alloy parents: their graphs are built once, together
+    sample = np.sort(rng.permutation(n)[:recipe.max_structure_rows])
+    plan = _variance_plan(stoichiometries, formula_ids, recipe, rng) if "variance" in stages else None
+    needed = sample if plan is None else np.union1d(sample, plan["rows"])
+    position = np.full(n, -1, dtype=np.int64)
+    position[needed] = np.arange(len(needed))
+    all_graphs = build_graphs(needed)
+
+    def graphs_for(rows):
+        return all_graphs.subset(position[rows])
+
+    def local_ids(rows):
+        return np.unique(formula_ids[rows], return_inverse=True)[1]
+
+    def run_infomax(rows, epochs, lr, warmup_epochs, stage, validation=None):
+        """NT-Xent between formula means and structures; ``validation`` (a subset of ``rows``) is held out
+        to keep the epoch with its lowest NT-Xent."""
+        callbacks = callbacks_for(stage)
+        if validation is not None:
+            rows = np.setdiff1d(rows, validation)
+            scorer = _ValidationLoss(model, StoichiometryTable([stoichiometries[i] for i in validation]),
+                                     local_ids(validation), graphs_for(validation), np.arange(len(validation)),
+                                     device)
+            callbacks[1:1] = [HeldOutMonitor(scorer, "validation_loss", at_start=True),
+                              KeepBest("validation_loss", log=log)]
+        config = PretrainConfig(objective="infomax", epochs=epochs, batch_size=recipe.batch_size, lr=lr,
+                                warmup_epochs=warmup_epochs, seed=seed)
+        records = pretrain(model, StoichiometryTable([stoichiometries[i] for i in rows]), local_ids(rows),
+                           graphs_for(rows), config, device=device, callbacks=callbacks)
+        record(stage, records)
+        return records
+
+    if "align" in stages:
+        ids = formula_ids[sample]
+        distinct = np.unique(ids)
+        held = rng.permutation(distinct)[:max(2, int(round(recipe.validation_fraction * len(distinct))))]
+        validation = sample[np.isin(ids, held)]
+        epochs = _epochs(recipe.align_passes, len(sample), 2, 40)
+        warm = max(1, int(round(recipe.warmup_fraction * epochs)))
+        if log:
+            log(f"stage align: {len(sample)} structures, {warm} warm-up + {epochs - warm} joint epochs")
+        run_infomax(np.setdiff1d(sample, validation), warm, recipe.warmup_lr, warm, "align-warmup")
+        joint = run_infomax(sample, epochs - warm, recipe.align_lr, 0, "align", validation=validation)
+        _warn_if_collapsed(joint)
+    if "supervised" in stages:
+        y = np.asarray(targets, dtype=np.float64).reshape(n, -1)
+        # one row per formula: the mean of its structures' known values, standardised per property
+        sums = np.zeros((n_formulas, y.shape[1]))
+        counts = np.zeros((n_formulas, y.shape[1]))
+        known = np.isfinite(y)
+        np.add.at(sums, formula_ids, np.where(known, y, 0.0))
+        np.add.at(counts, formula_ids, known)
+        with np.errstate(invalid="ignore"):
+            per_formula = sums / counts
+        per_formula = (per_formula - np.nanmean(per_formula, 0)) / np.nanstd(per_formula, 0).clip(min=1e-12)
+        keep = np.isfinite(per_formula).any(axis=1)
+        rows = first_row[keep]
+        if log:
+            log(f"stage supervised: {keep.sum()} formulas, {y.shape[1]} properties")
+        config = PretrainConfig(objective="supervised", epochs=recipe.supervised_epochs,
+                                batch_size=recipe.batch_size, lr=recipe.supervised_lr, seed=seed)
+        records = pretrain(model, StoichiometryTable([stoichiometries[i] for i in rows]), np.arange(len(rows)),
+                           None, config, targets=per_formula[keep], device=device,
+                           callbacks=callbacks_for("supervised"))
+        record("supervised", records)
+    if "realign" in stages:
+        rows = sample
+        epochs = _epochs(recipe.realign_passes, len(rows), 1, 20)
+        if log:
+            log(f"stage realign: {len(rows)} structures, {epochs} epochs (means frozen)")
+        run_infomax(rows, epochs, recipe.warmup_lr, epochs, "realign")
+    if "variance" in stages:
+        record("variance", _variance_stage(model, formula_ids, plan, graphs_for, recipe, seed, device, log,
+                                           verbose, stage_checkpoint("variance")))
+    model.eval()
+    for path in written:  # every stage finished: its resume point is no longer needed
+        if os.path.exists(path):
+            os.remove(path)
+    return history
+
+
+def _variance_plan(stoichiometries, formula_ids, recipe, rng):
+    """Formulas, virtual alloys and the structure rows to embed for the variance stage."""
+    n_formulas = int(formula_ids.max()) + 1
+    counts = np.bincount(formula_ids, minlength=n_formulas)
+    if not (counts > 1).any():
+        raise ValueError("the variance stage needs formulas with several structures (polymorphs); "
+                         "leave 'variance' out of StagedRecipe.stages or add polymorphs")
+    first_row = np.unique(formula_ids, return_index=True)[1]
+    formulas = [stoichiometries[i] for i in first_row]
+    alloys, pairs = substitution_alloys(formulas, recipe.n_alloys, rng)
+    # structures to embed: every structure of a polymorphic formula or of an alloy's parent
+    wanted = counts > 1
+    if len(pairs):
+        wanted[pairs.ravel()] = True
+    return {"counts": counts, "formulas": formulas, "alloys": alloys, "pairs": pairs,
+            "rows": np.flatnonzero(wanted[formula_ids])}
+
+
+def _variance_stage(model, formula_ids, plan, graphs_for, recipe, seed, device, log, verbose, checkpoint):
+    counts, formulas, alloys, pairs, rows = (plan[k] for k in ("counts", "formulas", "alloys", "pairs", "rows"))
+    n_formulas = len(counts)
+    if log:
+        log(f"stage variance: embedding {len(rows)} structures; {len(formulas)} formulas + {len(alloys)} "
+            "virtual alloys")
+    embeddings = structure_embeddings(model, graphs_for(rows), device=device)
+    row_formula = formula_ids[rows]
+    spread = polymorph_spread(embeddings, row_formula, n_formulas)
+    polymorphic = counts > 1
+    floor = float(np.quantile(spread[polymorphic], recipe.floor_quantile))
+    targets = floor + np.where(polymorphic, spread, 0.0)
+    if len(alloys):
+        # an alloy's candidate structures: those of both parents (rows may count for two alloys)
+        members = [np.flatnonzero(np.isin(row_formula, pair)) for pair in pairs]
+        group = np.concatenate([np.full(len(m), k) for k, m in enumerate(members)])
+        alloy_spread = polymorph_spread(embeddings[np.concatenate(members)], group, len(alloys))
+        targets = np.concatenate([targets, floor + alloy_spread])
+    table = StoichiometryTable(formulas + alloys)
+    callbacks = [cb for cb in (ProgressBar() if verbose else None, EpochLog(log) if log else None) if cb]
+    return fit_variances(model, table, targets, epochs=recipe.variance_epochs, lr=recipe.variance_lr,
+                         batch_size=recipe.batch_size, seed=seed, device=device, callbacks=callbacks,
+                         checkpoint=checkpoint)
+
+
+def _warn_if_collapsed(records):
+    if not records:
+        return
+    last = records[-1]
+    rank, retrieval = last.get("effective_rank", np.inf), last.get("retrieval", 1.0)
+    if rank < 10 or last.get("mean_cosine", 0.0) > 0.9:
+        warnings.warn(
+            f"the formula embeddings are collapsing (effective rank {rank:.1f}, mean cosine "
+            f"{last.get('mean_cosine', float('nan')):.2f} after alignment): pretrain on more structures, or lower "
+            "StagedRecipe.warmup_lr / align_lr", RuntimeWarning, stacklevel=3)
+    elif retrieval < 2.0 / 256:
+        warnings.warn(
+            f"formulas and structures did not align (retrieval {retrieval:.3f}, chance ~{1 / 256:.3f}): raise "
+            "StagedRecipe.align_passes or pretrain on more structures", RuntimeWarning, stacklevel=3)

@@ -1,0 +1,104 @@
+"""The default (staged) pretraining recipe: its pieces, and that fit() with it learns without collapsing."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from skpolysrl import PolySRLFeaturizer
+from skpolysrl._elements import known_atomic_numbers
+from skpolysrl._formula import parse_formulas
+from skpolysrl.recipes import StagedRecipe, polymorph_spread, substitution_alloys
+
+# a small run: 2 align epochs (1 warm-up), 1 realign epoch, the variance stage at formula speed
+SMALL = StagedRecipe(align_passes=400, realign_passes=200, variance_epochs=60, n_alloys=40, batch_size=64,
+                     supervised_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def polymorph_corpus():
+    """200 bundled structures, half of them of formulas with several structures."""
+    from skpolysrl.datasets import load_mp_structures
+
+    data = load_mp_structures()
+    counts = data.formula.map(data.formula.value_counts())
+    poly = data[counts > 1].groupby("formula").head(3).head(100)
+    single = data[counts == 1].sample(100, random_state=0)
+    return pd.concat([poly, single]).sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def staged(polymorph_corpus):
+    f = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False, device="cpu", recipe=SMALL)
+    return f.fit(polymorph_corpus)
+
+
+def test_polymorph_spread_by_hand():
+    e = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
+    spread = polymorph_spread(e, np.array([0, 0, 1, 2]), 4)
+    # group 0: centroid (1, 0), squared distances 1 and 1 -> mean 1 over 2 dimensions = 0.5
+    assert spread[0] == pytest.approx(0.5)
+    assert spread[1] == 0 and spread[2] == 0
+    assert np.isnan(spread[3])
+
+
+def test_substitution_alloys_mix_formulas_that_differ_by_one_element():
+    stoich = parse_formulas(["Bi2Te3", "Bi2Se3", "Fe2O3", "FeO", "NaCl", "KCl", "O2"], known_atomic_numbers())
+    alloys, pairs = substitution_alloys(stoich, 10, np.random.default_rng(0), x_range=(0.1, 0.1))
+    assert {tuple(sorted(p)) for p in pairs.tolist()} == {(0, 1), (4, 5)}  # not Fe2O3/FeO: amounts differ
+    for alloy, (a, b) in zip(alloys, pairs):
+        assert sum(alloy.fractions) == pytest.approx(1.0)
+        assert set(alloy.atomic_numbers) == set(stoich[a].atomic_numbers) | set(stoich[b].atomic_numbers)
+    bi_te_se = [al for al, p in zip(alloys, pairs) if 0 in p][0]
+    se = dict(zip(bi_te_se.atomic_numbers, bi_te_se.fractions))
+    assert se[83] == pytest.approx(0.4)  # Bi2(Te,Se)3 keeps bismuth's share
+    assert min(se[34], se[52]) == pytest.approx(0.6 * 0.1)
+
+
+def test_default_fit_runs_every_stage_without_collapse(staged):
+    stages = [r["stage"] for r in staged.history_]
+    assert stages[0] == "align-warmup" and stages[-1] == "variance"
+    assert {"align", "realign"} <= set(stages) and "supervised" not in stages  # no properties given
+    align = [r for r in staged.history_ if r["stage"] == "align"]
+    assert align[-1]["effective_rank"] > 20 and align[-1]["mean_cosine"] < 0.9
+    variance = [r for r in staged.history_ if r["stage"] == "variance"]
+    assert variance[-1]["loss"] < variance[0]["loss"]
+
+
+def test_default_fit_beats_its_untrained_start_on_held_out_alignment(staged):
+    align = [r for r in staged.history_ if r["stage"] == "align"]
+    kept = [r for r in align if r.get("kept")]
+    initial = staged.history_[0]  # the warm-up's first epoch already moved the structure encoder
+    assert kept and kept[0]["validation_loss"] <= min(r["validation_loss"] for r in align) + 1e-9
+    assert max(r["retrieval"] for r in align) > 2.0 / 64  # above chance for batches of 64
+    assert initial["stage"] == "align-warmup"
+
+
+def test_uncertainty_ranks_polymorphic_formulas_higher(staged, polymorph_corpus):
+    counts = polymorph_corpus.formula.value_counts()
+    u = staged.transform(counts.index.tolist())[:, -1]
+    assert roc_auc_score(counts.to_numpy() > 1, u) > 0.7
+
+
+def test_supervised_stage_from_property_columns(polymorph_corpus):
+    df = polymorph_corpus.head(120).copy()
+    rng = np.random.default_rng(0)
+    df["gap"] = rng.uniform(0, 3, len(df))
+    df["e_form"] = np.where(rng.uniform(size=len(df)) < 0.5, np.nan, rng.normal(size=len(df)))
+    recipe = StagedRecipe(stages=("supervised",), supervised_epochs=2, batch_size=32)
+    f = PolySRLFeaturizer(random_state=0, verbose=False, device="cpu", recipe=recipe)
+    before = PolySRLFeaturizer(verbose=False).fit(["NaCl"]).transform(df.formula.tolist())
+    f.fit(df, ["gap", "e_form"])
+    assert [r["stage"] for r in f.history_] == ["supervised", "supervised"]
+    assert not np.allclose(f.transform(df.formula.tolist()), before)
+    with pytest.raises(ValueError, match="lacks"):
+        f.fit(df, ["gap", "nope"])
+    with pytest.raises(ValueError, match="one row of properties per structure"):
+        f.fit(df, np.zeros(3))
+
+
+def test_paper_keywords_with_default_recipe_warn(polymorph_corpus):
+    f = PolySRLFeaturizer(pretrained=None, epochs=3, random_state=0, verbose=False, device="cpu",
+                          recipe=StagedRecipe(stages=("realign",), realign_passes=10, batch_size=32))
+    with pytest.warns(UserWarning, match="recipe='paper'"):
+        f.fit(polymorph_corpus.head(40))
