@@ -34,7 +34,8 @@ def _env():
 
 
 def _command(limit, epochs, batch_size, out, checkpoint=None):
-    cmd = [sys.executable, "-m", "skpolysrl.cli", "pretrain", "--limit", str(limit), "--epochs", str(epochs),
+    cmd = [sys.executable, "-m", "skpolysrl.cli", "pretrain", "--recipe", "paper", "--limit", str(limit),
+           "--epochs", str(epochs),
            "--batch-size", str(batch_size), "--seed", "0", "--device", "cpu", "--quiet", "--out", out]
     return cmd + (["--checkpoint", checkpoint] if checkpoint else [])
 

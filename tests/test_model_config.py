@@ -72,6 +72,6 @@ def test_pretraining_builds_graphs_with_the_model_cutoff(tmp_path, mp_small, mon
 
     monkeypatch.setattr(graphs, "build_structure_graphs", spy)
     f = PolySRLFeaturizer(pretrained=str(tmp_path / "m.pt"), epochs=1, batch_size=16, random_state=0, verbose=False,
-                          device="cpu").fit(mp_small.head(16))
+                          device="cpu", recipe="paper").fit(mp_small.head(16))
     assert seen["cutoff"] == 4.0 and seen["max_neighbors"] == 4
     assert np.isfinite(f.history_[0]["loss"])

@@ -169,7 +169,7 @@ def test_kill_9_while_a_checkpoint_is_written_resumes_bitwise(tmp_path):
 
     root = __file__.rsplit("/tests/", 1)[0]
     env = dict(__import__("os").environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=root)
-    cmd = [sys.executable, "-m", "skpolysrl.cli", "pretrain", "--limit", "24", "--epochs", "3", "--batch-size", "12",
+    cmd = [sys.executable, "-m", "skpolysrl.cli", "pretrain", "--recipe", "paper", "--limit", "24", "--epochs", "3", "--batch-size", "12",
            "--seed", "0", "--device", "cpu", "--quiet", "--checkpoint", "ck.pt", "--out", "m.pt"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -190,7 +190,7 @@ def test_kill_9_while_a_checkpoint_is_written_resumes_bitwise(tmp_path):
     torch.set_num_threads(1)  # the arithmetic of the command (OMP_NUM_THREADS=1)
     try:
         full = PolySRLFeaturizer(pretrained=None, epochs=3, batch_size=12, random_state=0, verbose=False,
-                                 device="cpu").fit(load_mp_structures(limit=24))
+                                 device="cpu", recipe="paper").fit(load_mp_structures(limit=24))
     finally:
         torch.set_num_threads(threads)
     resumed = torch.load(tmp_path / "m.pt", weights_only=True)
