@@ -221,6 +221,11 @@ def fit_variances(model, table, targets, *, epochs, lr, batch_size=256, seed=0, 
     """
     variance_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" in name]
     objective = _VarianceObjective(model.stoichiometry, table, np.log(targets), device)
+    # start on the targets' scale: shift the readout's bias by the gap between the mean log variance and the
+    # mean log target (a random model starts near sigma = 1, e^10 times the targets: hundreds of steps to close)
+    log_sigma = encode(model, table, device=device)[1]
+    with torch.no_grad():
+        model.stoichiometry.lin_sigma.bias += float(0.5 * np.log(targets).mean() - log_sigma.mean())
     trainer = Trainer([{"params": variance_path}], lr=lr, epochs=epochs, batch_size=batch_size, n_rows=len(table),
                       seed=seed, device=device, callbacks=callbacks, checkpoint=checkpoint,
                       run_key={"data": [table.sizes, table.atomic_numbers, table.fractions, np.asarray(targets)],

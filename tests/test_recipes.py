@@ -11,7 +11,7 @@ from skpolysrl._formula import parse_formulas
 from skpolysrl.recipes import StagedRecipe, polymorph_spread, substitution_alloys
 
 # a small run: 2 align epochs (1 warm-up), 1 realign epoch, the variance stage at formula speed
-SMALL = StagedRecipe(align_passes=400, realign_passes=200, variance_epochs=60, n_alloys=40, batch_size=64,
+SMALL = StagedRecipe(align_passes=400, realign_passes=200, variance_epochs=100, n_alloys=40, batch_size=64,
                      supervised_epochs=2)
 
 
