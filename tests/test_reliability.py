@@ -98,3 +98,114 @@ def test_large_cell_graph_is_bounded():
     structure = Structure(Lattice.cubic(19.0), ["Si"] * n, rng.random((n, 3)))  # ~ 14 A^3 per atom
     edge_index, dist = build_structure_graph(structure)
     assert edge_index.shape[1] == n * 12 and dist.max() <= 8.0
+
+
+# --------------------------------------------------------------------------- issue 11
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from skpolysrl import GraphCacheError, StructureFileError, StructureGraphError  # noqa: E402
+from skpolysrl.graphs import StructureGraphs, build_structure_graphs  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("content", [b"formula,target\nNaCl,1.0\n", b"", b"PK\x03\x04 not really a zip"])
+def test_graph_cache_never_overwrites_a_file_we_did_not_write(mp_small, tmp_path, content):
+    foreign = tmp_path / "precious.csv"
+    foreign.write_bytes(content)
+    with pytest.raises(GraphCacheError, match="precious.csv.*choose another graph cache path"):
+        build_structure_graphs(list(mp_small.structure[:4]), cache=foreign)
+    assert foreign.read_bytes() == content
+    with pytest.raises(GraphCacheError):
+        StructureGraphs.load(foreign)
+    with pytest.raises(GraphCacheError, match="precious.csv"):  # through the featurizer too
+        PolySRLFeaturizer(**_kw(epochs=1, graph_cache=str(foreign))).fit(mp_small.head(8))
+    assert foreign.read_bytes() == content
+    assert sorted(os.listdir(tmp_path)) == ["precious.csv"]
+
+
+def test_graph_cache_of_ours_is_reused_and_a_stale_one_rebuilt(mp_small, tmp_path):
+    cache = tmp_path / "graphs.npz"
+    structures = list(mp_small.structure[:6])
+    first = build_structure_graphs(structures, cache=cache)
+    stamp = cache.stat().st_mtime_ns
+    again = build_structure_graphs(structures, cache=cache)
+    assert cache.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again.distances, first.distances)
+    other = build_structure_graphs(structures[:3], cache=cache)  # stale: rebuilt and rewritten
+    assert len(other) == 3 and len(StructureGraphs.load(cache)[0]) == 3
+    assert sorted(os.listdir(tmp_path)) == ["graphs.npz"]
+
+
+def test_graph_cache_in_a_missing_folder_fails_before_building(mp_small, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_structure_graphs(list(mp_small.structure[:2]), cache=tmp_path / "nope" / "g.npz")
+
+
+_RACE = """
+import sys, time
+from skpolysrl.datasets import load_mp_structures
+from skpolysrl.graphs import build_structure_graphs
+structures = list(load_mp_structures(limit=40).structure)
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together
+graphs = build_structure_graphs(structures, cache=sys.argv[1])
+print(len(graphs), int(graphs.num_edges.sum()))
+"""
+
+
+@pytest.mark.parametrize("n_processes", [2, 4])
+def test_processes_building_one_graph_cache_at_once_all_succeed(tmp_path, n_processes):
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for attempt in range(2):
+        cache = tmp_path / f"race{attempt}.npz"
+        start = time.time() + 8.0
+        procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(cache), str(start)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(n_processes)]
+        results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+        for out, err, rc in results:
+            assert rc == 0, err[-2000:]
+        assert len({out for out, _, _ in results}) == 1
+        assert len(StructureGraphs.load(cache)[0]) == 40
+    assert sorted(os.listdir(tmp_path)) == ["race0.npz", "race1.npz"]  # no temporary files left
+
+
+def _poscar(path, lattice, coords="0 0 0\n0.5 0.5 0.5", symbols="Na Cl"):
+    path.write_text(f"test\n1.0\n{lattice}\n{symbols}\n1 1\ndirect\n{coords}\n")
+    return path
+
+
+@pytest.mark.parametrize("lattice, coords, symbols, message", [
+    ("3 0 0\n3 0 0\n0 0 3", "0 0 0\n0.5 0.5 0.5", "Na Cl", "lattice is singular"),
+    ("3 0 0\n0 3 0\n0 0 3", "0 0 0\nnan 0.5 0.5", "Na Cl", "NaN or infinite"),
+    ("3 0 0\n0 3 0\n0 0 3", "0 0 0\n0.5 0.5 inf", "Na Cl", "NaN or infinite"),
+    ("0.1 0 0\n0 0.1 0\n0 0 0.1", "0 0 0\n0.5 0.5 0.5", "Na Cl", "below the physical minimum"),
+    ("3 0 0\n0 3 0\n0 0 3", "0 0 0\n0.5 0.5 0.5", "Xx Cl", "'Xx' is not a chemical element"),
+])
+def test_structure_files_that_parse_but_are_bad_name_the_file(tmp_path, lattice, coords, symbols, message):
+    path = _poscar(tmp_path / "POSCAR_bad", lattice, coords, symbols)
+    f = PolySRLFeaturizer(**_kw(epochs=1))
+    with pytest.raises(StructureFileError, match=message) as info:
+        f.fit(str(path))
+    text = str(info.value)
+    assert "POSCAR_bad" in text and "PeriodicSite" not in text and len(text) < 400
+
+
+def test_bad_structures_given_as_objects_are_typed_errors(mp_small):
+    good = list(mp_small.structure[:3])
+    singular = Structure(Lattice([[3, 0, 0], [3, 0, 0], [0, 0, 3]]), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    tiny = Structure(Lattice.cubic(0.1), ["Na"], [[0, 0, 0]])
+    for bad, message in [(singular, "singular"), (tiny, "cubic angstrom per atom")]:
+        t0 = time.perf_counter()
+        with pytest.raises(StructureGraphError, match=rf"{message}.*position 3"):
+            build_structure_graphs(good + [bad])
+        assert time.perf_counter() - t0 < 5  # refused up front, not after a 0.9 GB neighbour search
+    unknown = Structure(Lattice.cubic(3), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    unknown.replace_species({"Na": "X0+"})
+    with pytest.raises(FormulaError) as info:
+        PolySRLFeaturizer(**_kw(epochs=1)).fit(good + [unknown])
+    text = str(info.value)
+    assert "PeriodicSite" not in text and "ignore_errors" not in text and "position 3" in text
