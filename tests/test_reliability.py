@@ -145,6 +145,38 @@ def test_graph_cache_in_a_missing_folder_fails_before_building(mp_small, tmp_pat
         build_structure_graphs(list(mp_small.structure[:2]), cache=tmp_path / "nope" / "g.npz")
 
 
+def test_a_second_writer_finishing_during_a_cache_write_does_not_break_it(mp_small, tmp_path, monkeypatch):
+    """The interleaving that crashed 2 of 6 simultaneous runs, made deterministic: while one
+    process has written its temporary file, another writes and renames its own."""
+    structures = list(mp_small.structure[:5])
+    cache = tmp_path / "graphs.npz"
+    real_savez = np.savez
+    nested = []
+
+    def savez_then_let_another_writer_finish(*args, **kwargs):
+        real_savez(*args, **kwargs)
+        if not nested:
+            nested.append(None)
+            nested[0] = build_structure_graphs(structures, cache=cache)
+
+    monkeypatch.setattr(np, "savez", savez_then_let_another_writer_finish)
+    graphs = build_structure_graphs(structures, cache=cache)
+    np.testing.assert_array_equal(graphs.distances, nested[0].distances)
+    assert sorted(os.listdir(tmp_path)) == ["graphs.npz"]
+    np.testing.assert_array_equal(StructureGraphs.load(cache)[0].distances, graphs.distances)
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file(mp_small, tmp_path, monkeypatch):
+    def disk_full(path, **kwargs):
+        open(path, "wb").write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        build_structure_graphs(list(mp_small.structure[:2]), cache=tmp_path / "g.npz")
+    assert os.listdir(tmp_path) == []
+
+
 _RACE = """
 import sys, time
 from skpolysrl.datasets import load_mp_structures
