@@ -241,3 +241,101 @@ def test_bad_structures_given_as_objects_are_typed_errors(mp_small):
         PolySRLFeaturizer(**_kw(epochs=1)).fit(good + [unknown])
     text = str(info.value)
     assert "PeriodicSite" not in text and "ignore_errors" not in text and "position 3" in text
+
+
+# ----------------------------------------------------------------- model files: no code, clear errors
+class _RunsCode:
+    """Unpickling this writes a marker file: the proof that code from the file ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("name", ["evil.pkl", "evil.joblib", "evil.pickle", "evil.pt"])
+def test_a_pickled_model_file_never_runs_code_unless_trusted(tmp_path, name):
+    import joblib
+
+    marker = tmp_path / "marker"
+    joblib.dump(_RunsCode(marker), tmp_path / name)
+    with pytest.raises(ModelFileError, match="load_trusted" if name != "evil.pt" else "cannot read model file"):
+        PolySRLFeaturizer(pretrained=str(tmp_path / name), verbose=False).fit(["NaCl"])
+    assert not marker.exists()
+    if name != "evil.pt":  # the explicit, documented way does unpickle (and then refuses what it got)
+        with pytest.raises(ModelFileError, match="does not hold a fitted PolySRLFeaturizer"):
+            PolySRLFeaturizer.load_trusted(tmp_path / name)
+        assert marker.exists()
+
+
+def _payload(model_path, change):
+    import torch
+
+    payload = torch.load(model_path, weights_only=True)
+    change(payload)
+    return payload
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p.pop("config"), "no 'config'"),
+    (lambda p: p.pop("state_dict"), "no 'state_dict'"),
+    (lambda p: p["state_dict"].pop("stoichiometry.element_table"), "no element table"),
+    (lambda p: p["config"].update(hiden_dim=3), r"unknown config setting\(s\) \['hiden_dim'\]"),
+    (lambda p: p["config"].update(hidden_dim="wide"), "do not fit the stored config"),
+    (lambda p: p["state_dict"]["c"].fill_(float("nan")), "'c' hold NaN or infinite"),
+    (lambda p: next(v for k, v in p["state_dict"].items() if k.endswith("weight")).fill_(float("inf")),
+     "hold NaN or infinite"),
+])
+def test_bad_model_payloads_are_one_typed_error_naming_the_file(model_path, tmp_path, change, message):
+    import torch
+
+    bad = tmp_path / "bad_model.pt"
+    torch.save(_payload(model_path, change), bad)
+    with pytest.raises(ModelFileError, match=message) as info:
+        PolySRLFeaturizer(pretrained=str(bad), verbose=False).fit(["NaCl"])
+    assert "bad_model.pt" in str(info.value)
+
+
+def test_zero_byte_and_garbage_model_files_are_model_file_errors(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="empty.pt.*empty"):
+        PolySRLFeaturizer(pretrained=str(empty), verbose=False).fit(["NaCl"])
+    from skpolysrl._io import _first_line
+
+    assert _first_line(EOFError()) == "EOFError"  # the handler that raised IndexError on an empty message
+
+
+# ----------------------------------------------------------------- threads and batches
+def test_threads_sharing_one_featurizer_get_the_single_threaded_results(random_encoder, band_gap):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    formulas = band_gap.formula.head(64).tolist()
+    frame = pd.DataFrame({"formula": formulas})
+    expected_rows = random_encoder.featurize_many(formulas, pbar=False)
+    expected_frame = random_encoder.featurize_dataframe(frame, "formula", pbar=False)
+
+    def call(i):
+        if i % 2:
+            rows = random_encoder.featurize_many(formulas, pbar=False)
+            assert isinstance(rows, list) and isinstance(rows[0], list)
+            return rows == expected_rows
+        out = random_encoder.featurize_dataframe(frame, "formula", pbar=False)
+        return out.equals(expected_frame)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(call, range(80)))
+    assert all(results)
+    assert not hasattr(random_encoder, "_rows_as_array")
+
+
+def test_featurizers_first_use_from_threads_loads_once(model_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    f = PolySRLFeaturizer(pretrained=str(model_path), verbose=False, device="cpu")
+    with ThreadPoolExecutor(4) as pool:
+        rows = list(pool.map(lambda _: f.featurize("NaCl"), range(8)))
+    assert all(np.array_equal(r, rows[0]) for r in rows)
