@@ -29,6 +29,9 @@ __all__ = ["PolySRLFeaturizer", "default_model_path"]
 _FORMULA_COLUMNS = ("formula", "composition", "structure")
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 _FIRST_USE_LOCK = threading.Lock()
+# BLAS takes other code paths (other float rounding) for matrices of fewer rows: encoding at
+# least this many graphs keeps each formula's row independent of the batch it comes in.
+_MIN_ENCODE_ROWS = 16
 
 
 def default_model_path():
@@ -429,7 +432,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
             keys = {}
             inverse = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
             unique = list({s.key: s for s in stoich}.values())
-            mu, log_sigma = encode(self.model_, StoichiometryTable(unique), batch_size=step, device=self.device_)
+            padded = unique + unique[:1] * (_MIN_ENCODE_ROWS - len(unique))
+            mu, log_sigma = encode(self.model_, StoichiometryTable(padded), batch_size=max(step, _MIN_ENCODE_ROWS),
+                                   device=self.device_)
             uncertainty = np.exp(np.mean(2.0 * log_sigma.astype(np.float64), axis=1))
             out[rows, :-1] = mu[inverse]
             out[rows, -1] = uncertainty[inverse]

@@ -339,3 +339,15 @@ def test_featurizers_first_use_from_threads_loads_once(model_path):
     with ThreadPoolExecutor(4) as pool:
         rows = list(pool.map(lambda _: f.featurize("NaCl"), range(8)))
     assert all(np.array_equal(r, rows[0]) for r in rows)
+
+
+def test_a_rows_features_do_not_depend_on_its_batch(band_gap, mp_small):
+    f = PolySRLFeaturizer(verbose=False, device="cpu").fit(["H"])  # the shipped weights
+    formulas = list(dict.fromkeys(band_gap.formula.tolist() + mp_small.formula.tolist()))
+    formulas = (formulas * (4096 // len(formulas) + 1))[:4096]
+    batch = f.transform(formulas)
+    alone = np.stack([f.transform([x])[0] for x in formulas[:40]])
+    np.testing.assert_array_equal(alone, batch[:40])  # was up to 9e-8 apart before
+    for size in (2, 3, 7, 15, 17):
+        np.testing.assert_array_equal(f.transform(formulas[40:40 + size]), batch[40:40 + size])
+    np.testing.assert_array_equal(f.featurize(formulas[5]), batch[5])
