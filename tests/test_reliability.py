@@ -259,7 +259,7 @@ def test_a_pickled_model_file_never_runs_code_unless_trusted(tmp_path, name):
     import joblib
 
     marker = tmp_path / "marker"
-    joblib.dump(_RunsCode(marker), tmp_path / name)
+    joblib.dump(_RunsCode(marker), tmp_path / name, protocol=2)
     with pytest.raises(ModelFileError, match="load_trusted" if name != "evil.pt" else "cannot read model file"):
         PolySRLFeaturizer(pretrained=str(tmp_path / name), verbose=False).fit(["NaCl"])
     assert not marker.exists()
