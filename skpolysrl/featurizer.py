@@ -20,7 +20,7 @@ from . import _io
 from . import distributed as _ddp
 from ._elements import known_atomic_numbers, matscholar_table
 from ._formula import StoichiometryTable, parse_formula, parse_formulas
-from .exceptions import FormulaError
+from .exceptions import FormulaError, ModelFileError
 from .loss import PAIR_REDUCTIONS
 from .training import OBJECTIVES, STRUCTURE_OBJECTIVES, encode, pretrain
 
@@ -267,8 +267,6 @@ class PolySRLFeaturizer(BaseFeaturizer):
             return _io.load_model(path)[0]
         path = os.fspath(source)
         if path.lower().endswith(_PICKLE_SUFFIXES):
-            from .exceptions import ModelFileError
-
             raise ModelFileError(
                 f"{path!r} is a pickle; pretrained= reads only .pt model files (weights, no code), because "
                 "unpickling runs code from the file. If you trust it, load it with "
@@ -459,8 +457,6 @@ class PolySRLFeaturizer(BaseFeaturizer):
         with :meth:`save` to get a ``.pt`` model file that loads without code.
         """
         import joblib
-
-        from .exceptions import ModelFileError
 
         loaded = joblib.load(os.fspath(path))
         if not isinstance(loaded, cls) or not hasattr(loaded, "model_"):
