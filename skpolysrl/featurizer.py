@@ -258,8 +258,6 @@ class PolySRLFeaturizer(BaseFeaturizer):
         if source == "default":
             path = default_model_path()
             if not path.is_file():
-                from .exceptions import ModelFileError
-
                 raise ModelFileError(
                     f"the default weights are missing from this installation ({path}); "
                     "reinstall skpolysrl, or use pretrained=None and fit on structures"
