@@ -1,7 +1,13 @@
 """Reliability: interrupted pretraining resumes exactly, bad checkpoints fail clearly,
-messy formulas give a finite row or a typed error (property-based), big cells build."""
+messy formulas give a finite row or a typed error (property-based), big cells build;
+graph caches (foreign files, races), hostile model files, bad structures, threads and
+batch independence (issue 11)."""
 
+import os
 import string
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -9,8 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymatgen.core import Lattice, Structure
 
-from skpolysrl import FormulaError, ModelFileError, PolySRLFeaturizer
-from skpolysrl.graphs import build_structure_graph
+from skpolysrl import (FormulaError, GraphCacheError, ModelFileError, PolySRLFeaturizer, StructureFileError,
+                       StructureGraphError)
+from skpolysrl.graphs import StructureGraphs, build_structure_graph, build_structure_graphs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FORMULAS = ["Fe2O3", "NaCl", "GaAs", "Bi2Te2.7Se0.3"]
 
@@ -100,17 +109,7 @@ def test_large_cell_graph_is_bounded():
     assert edge_index.shape[1] == n * 12 and dist.max() <= 8.0
 
 
-# --------------------------------------------------------------------------- issue 11
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-from skpolysrl import GraphCacheError, StructureFileError, StructureGraphError  # noqa: E402
-from skpolysrl.graphs import StructureGraphs, build_structure_graphs  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+# ------------------------------------------------------------------ graph caches, structures (issue 11)
 
 @pytest.mark.parametrize("content", [b"formula,target\nNaCl,1.0\n", b"", b"PK\x03\x04 not really a zip"])
 def test_graph_cache_never_overwrites_a_file_we_did_not_write(mp_small, tmp_path, content):
