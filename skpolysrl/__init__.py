@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from .exceptions import FormulaError, ModelFileError, SkPolySRLError, StructureGraphError, UnknownElementError
-from .exceptions import StructureFileError
+from .exceptions import GraphCacheError, StructureFileError
 from .featurizer import PolySRLFeaturizer
 from .regressor import PolySRLRegressor
 
@@ -15,6 +15,7 @@ __all__ = [
     "UnknownElementError",
     "StructureGraphError",
     "ModelFileError",
+    "GraphCacheError",
     "StructureFileError",
     "__version__",
 ]

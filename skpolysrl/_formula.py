@@ -20,7 +20,13 @@ import numpy as np
 from ._arrays import segment_indices
 from .exceptions import FormulaError, UnknownElementError
 
-__all__ = ["Stoichiometry", "parse_formula", "parse_formulas", "StoichiometryBatch", "StoichiometryTable"]
+__all__ = ["Stoichiometry", "parse_formula", "parse_formulas", "StoichiometryBatch", "StoichiometryTable",
+           "MIN_FRACTION"]
+
+#: Smallest fraction of the total amount an element may have. Smaller amounts (and
+#: amounts that are zero or underflow, which pymatgen drops silently) are errors, not
+#: dopants: "Fe1e-300O" would otherwise be read as "O".
+MIN_FRACTION = 1e-6
 
 # Adduct separators: "CuSO4·5H2O" = CuSO4 + 5 H2O. A plain "." is read as a
 # decimal point (as pymatgen does), so "CuSO4.5H2O" means CuSO4.5 H2 O.
@@ -30,6 +36,8 @@ _LEADING_COUNT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(?=[A-Z(\[])")
 _LOWERCASE_START = re.compile(r"(?:^|[^A-Za-z0-9.])[a-z]|[0-9.](?!e-?[0-9])[a-z]")
 # A literal zero amount ("Fe0O"): pymatgen silently drops the element.
 _ZERO_AMOUNT = re.compile(r"(?<![\d.])(?<!\d[eE])(?<!\d[eE][+-])0+(?:\.0*)?(?![\d.]|[eE][+-]?\d)")
+# A group factor with a signed exponent ("(FeO)1e-3"): pymatgen fails on float("1e").
+_SIGNED_GROUP_FACTOR = re.compile(r"[)\]}]\s*(?:\d+\.?\d*|\.\d+)[eE][-+]")
 
 # ---------------------------------------------------------------------------
 # Fast path. A hand-written reader for the formula notation that covers nearly
@@ -188,9 +196,16 @@ class Stoichiometry:
         return tuple(zip(self.atomic_numbers, [round(f, 9) for f in self.fractions]))
 
 
-def _composition_from_string(text):
+@functools.cache
+def _keep_tiny_composition():
+    """pymatgen's Composition without its silent drop of amounts below 1e-8 (we refuse them instead)."""
     from pymatgen.core import Composition
 
+    return type("_KeepTinyComposition", (Composition,), {"amount_tolerance": 0.0})
+
+
+def _composition_from_string(text):
+    _KeepTinyComposition = _keep_tiny_composition()
     parts = [p for p in _ADDUCT_SPLIT.split(text.strip())]
     if any(not p for p in parts):
         raise ValueError("empty part around an adduct separator ('·' or '*')")
@@ -203,7 +218,11 @@ def _composition_from_string(text):
             part = part[match.end():]
         if _ZERO_AMOUNT.search(part):
             raise ValueError("an element has amount zero; remove it from the formula")
-        comp = Composition(part) * factor
+        signed = _SIGNED_GROUP_FACTOR.search(part)
+        if signed:
+            raise ValueError(f"a group factor in scientific notation with a signed exponent ({signed.group(0)!r}...) "
+                             "is not read; write the factor as a decimal, e.g. '(FeO)0.001'")
+        comp = _KeepTinyComposition(part) * factor
         total = comp if total is None else total + comp
     return total
 
@@ -243,8 +262,20 @@ def _parse(item, known_z):
             zs = sorted(amounts)
             total = float(sum(amounts[z] for z in zs))
             if 0.0 < total < _INF:
-                return Stoichiometry(tuple(zs), tuple(amounts[z] / total for z in zs))
+                return _stoichiometry(item, zs, [amounts[z] / total for z in zs])
     return _parse_pymatgen(item, known_z)
+
+
+def _stoichiometry(item, zs, fractions):
+    """Stoichiometry of sorted atomic numbers and their fractions; refuses fractions below MIN_FRACTION."""
+    smallest = min(range(len(zs)), key=fractions.__getitem__)
+    if fractions[smallest] < MIN_FRACTION:
+        from pymatgen.core import Element
+
+        raise FormulaError(item, f"{Element.from_Z(zs[smallest]).symbol} is {fractions[smallest]:.3g} of the "
+                                 f"total amount, below the minimum {MIN_FRACTION:g}; remove the element or fix "
+                                 "its amount")
+    return Stoichiometry(tuple(zs), tuple(fractions))
 
 
 def _parse_pymatgen(item, known_z):
@@ -269,12 +300,13 @@ def _parse_pymatgen(item, known_z):
         raise FormulaError(item, "no elements")
     values = np.array(list(amounts.values()))
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise FormulaError(item, "amounts must be finite and positive")
+        raise FormulaError(item, "amounts must be finite and positive (an amount is zero, underflows to zero, "
+                                 "or is infinite)")
     zs = sorted(amounts)
     total = float(sum(amounts[z] for z in zs))
     if not math.isfinite(total):  # e.g. "Fe1e308O1e308": every fraction would be 0
         raise FormulaError(item, "amounts too large (their sum overflows); rescale the formula")
-    return Stoichiometry(tuple(zs), tuple(amounts[z] / total for z in zs))
+    return _stoichiometry(item, zs, [amounts[z] / total for z in zs])
 
 
 def parse_formula(item, known_z, position=None):

@@ -1,18 +1,59 @@
 """The ``skpolysrl`` command line: pretrain a model, featurize a table of formulas."""
 
 import argparse
+import atexit
 import json
+import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 
-from .exceptions import FormulaError
+from .exceptions import FormulaError, SkPolySRLError
 
 
-def _read_table(path):
+def _read_table(path, formula_col=None):
     from .datasets import read_table
 
-    return read_table(path)
+    table = read_table(path, text_cols=[formula_col] if formula_col else ())
+    if len(table) == 0:
+        raise SkPolySRLError(f"{path!r} has a header but no rows")
+    return table
+
+
+def _model_source(name, trust_pickle):
+    """--model/--init as ``pretrained=`` takes it. A pickle is unpickled only with --trust-pickle
+    (it runs code from the file), then handed on as a temporary .pt model file (removed at exit)."""
+    from .featurizer import _PICKLE_SUFFIXES, PolySRLFeaturizer
+
+    if name == "none":
+        return None
+    if not (trust_pickle and name.lower().endswith(_PICKLE_SUFFIXES)):
+        return name
+    folder = tempfile.mkdtemp(prefix="skpolysrl-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "model.pt")
+    PolySRLFeaturizer.load_trusted(name).save(path)
+    return path
+
+
+def _json_safe(value):
+    """value with NaN/infinity as null (JSON has no such numbers) and numpy scalars as Python ones."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_json(path, obj):
+    with open(path, "w") as fh:
+        json.dump(_json_safe(obj), fh, indent=1, allow_nan=False, default=str)
 
 
 def _structures(source, limit, recursive=False, ignore_errors=False):
@@ -63,8 +104,6 @@ process up to float rounding; rank 0 writes --out and prints):
 
 
 def cmd_pretrain(args):
-    import numpy as np
-
     from .featurizer import PolySRLFeaturizer
 
     data = None if args.objective == "supervised" else _structures(args.data, args.limit, args.recursive,
@@ -73,10 +112,10 @@ def cmd_pretrain(args):
         data = data.sample(args.subsample, random_state=args.seed).reset_index(drop=True)
     monitor = None
     if args.monitor:
-        table = _read_table(args.monitor)
+        table = _read_table(args.monitor, args.monitor_formula_col)
         monitor = (table[args.monitor_formula_col].tolist(), table[args.monitor_target_col].to_numpy(dtype=float))
     f = PolySRLFeaturizer(
-        pretrained=None if args.init == "none" else args.init, objective=args.objective, epochs=args.epochs,
+        pretrained=_model_source(args.init, args.trust_pickle), objective=args.objective, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, n_samples=args.n_samples, beta=args.beta, device=args.device,
         random_state=args.seed, verbose=not args.quiet, pair_reduction=args.pair_reduction,
         warmup_epochs=args.warmup_epochs, c_init=args.c_init, d_init=args.d_init, graph_cache=args.graph_cache,
@@ -99,23 +138,27 @@ def cmd_pretrain(args):
         return
     f.save(args.out)
     if args.history:
-        with open(args.history, "w") as fh:
-            json.dump({"command": " ".join(sys.argv), "seconds": time.perf_counter() - t0,
-                       "n_structures": len(data), "params": f.get_params(), "history": f.history_}, fh, indent=1,
-                      default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
+        _write_json(args.history, {"command": " ".join(sys.argv), "seconds": time.perf_counter() - t0,
+                                   "n_structures": len(data), "params": f.get_params(), "history": f.history_})
     print(f"wrote {args.out} ({len(data)} structures, {args.epochs} epochs, {time.perf_counter() - t0:.0f} s)")
 
 
 def cmd_featurize(args):
+    from .datasets._tables import row_label
     from .featurizer import PolySRLFeaturizer
 
-    table = _read_table(args.input)
+    table = _read_table(args.input, args.formula_col)
     if args.formula_col not in table.columns:
         raise SystemExit(f"error: no column {args.formula_col!r} in {args.input}; columns: {list(table.columns)}")
-    f = PolySRLFeaturizer(pretrained=None if args.model == "none" else args.model, verbose=False,
+    f = PolySRLFeaturizer(pretrained=_model_source(args.model, args.trust_pickle), verbose=False,
                           transform_batch_size=args.batch_size, random_state=0)
     f.fit(["H"])
-    out = f.featurize_dataframe(table, args.formula_col, ignore_errors=args.ignore_errors, pbar=args.progress)
+    try:
+        out = f.featurize_dataframe(table, args.formula_col, ignore_errors=args.ignore_errors, pbar=args.progress)
+    except FormulaError as exc:
+        if exc.position is None:
+            raise
+        raise type(exc)(exc.item, exc.reason, where=row_label(args.input, exc.position)) from None
     if args.out.endswith(".parquet"):
         out.to_parquet(args.out)
     else:
@@ -161,8 +204,6 @@ examples:
 
 
 def cmd_evaluate(args):
-    import numpy as np
-
     from .datasets import load_dataset, load_table
     from .model_selection import MATBENCH_SEED, PAPER_SEED, cross_validate, paper_kfold
     from .regressor import PolySRLRegressor
@@ -176,14 +217,15 @@ def cmd_evaluate(args):
         name = args.dataset
     else:
         df = load_table(args.data, args.formula_col, args.target_col, average_duplicates=args.average_duplicates,
-                        temperature_col=args.temperature_col, temperature_window=args.temperature_window)
+                        temperature_col=args.temperature_col, temperature_window=args.temperature_window,
+                        ignore_errors=args.ignore_errors)
         name = os.path.basename(args.data)
     seed = args.seed
     if seed is None:
         seed = MATBENCH_SEED if name.startswith("matbench_") else PAPER_SEED
-    model = None if args.model == "none" else args.model
-    estimator = PolySRLRegressor(pretrained=model, finetune=args.protocol == "finetune", epochs=args.epochs,
-                                 device=args.device, random_state=0, verbose=not args.quiet)
+    estimator = PolySRLRegressor(pretrained=_model_source(args.model, args.trust_pickle),
+                                 finetune=args.protocol == "finetune", epochs=args.epochs, device=args.device,
+                                 random_state=0, verbose=not args.quiet)
 
     def show(record):
         if not args.quiet:
@@ -201,9 +243,11 @@ def cmd_evaluate(args):
           f"R2 {result['r2_mean']:.3f} +/- {result['r2_std']:.3f}")
     if args.target_transform:
         print(f"  MAE in original units {result['mae_original_mean']:.4g} +/- {result['mae_original_std']:.4g}")
+    if not all(math.isfinite(r["mae"]) and math.isfinite(r["r2"]) for r in result["folds"]):
+        print("warning: some scores are not finite (targets too large or too spread? rescale them, e.g. with "
+              "--target-transform); they are null in --json", file=sys.stderr)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1, default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
+        _write_json(args.json, result)
         print(f"wrote {args.json}")
 
 
@@ -227,7 +271,9 @@ def build_parser():
                      help="skip structure files or rows that fail to parse (a warning names them) instead of stopping")
     pre.add_argument("--limit", type=int, help="read only the first N structures (in file-name order for a folder)")
     pre.add_argument("--subsample", type=int, help="train on a random sample of N structures (seeded)")
-    pre.add_argument("--init", default="none", help="'none' (random), 'default' or a model file to start from")
+    pre.add_argument("--init", default="none",
+                     help="'none' (random), 'default' or a model file (.pt, written by 'skpolysrl pretrain' or "
+                          "PolySRLFeaturizer.save; holds weights only, no code runs) to start from")
     pre.add_argument("--objective", default="polysrl",
                      choices=["polysrl", "deterministic", "infomax", "graphcl", "supervised"],
                      help="polysrl (the paper's), deterministic (w/o sampling), infomax (3D Infomax), graphcl "
@@ -273,7 +319,9 @@ def build_parser():
                                      "the PolySRL representation added: polysrl_0 .. polysrl_199 (the mean "
                                      "embedding) and polysrl_uncertainty (its variance).",
                          epilog=_FEATURIZE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    fea.add_argument("--model", default="default", help="'default' (shipped), 'none' (random) or a model file")
+    fea.add_argument("--model", default="default",
+                     help="'default' (shipped), 'none' (random) or a model file (.pt, written by 'skpolysrl "
+                          "pretrain' or PolySRLFeaturizer.save; holds weights only, no code runs)")
     fea.add_argument("--input", required=True, help="table to read: .csv, .tsv, .xlsx, .parquet or .json")
     fea.add_argument("--formula-col", default="formula", help="name of the column of formulas (default: formula)")
     fea.add_argument("--out", required=True, help="output .csv or .parquet")
@@ -286,7 +334,12 @@ def build_parser():
                         description="Cross-validated MAE and R2 of PolySRLRegressor (probe or fine-tune) on a "
                                     "bundled dataset or your own table; prints the table, writes per-fold JSON.",
                         epilog=_EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_argument("--model", default="default", help="'default' (shipped), 'none' (random init) or a model file")
+    ev.add_argument("--model", default="default",
+                    help="'default' (shipped), 'none' (random init) or a model file (.pt, written by 'skpolysrl "
+                         "pretrain' or PolySRLFeaturizer.save; holds weights only, no code runs)")
+    ev.add_argument("--ignore-errors", action="store_true",
+                    help="drop rows of --data whose formula cannot be read (a warning names the first) instead of "
+                         "stopping")
     ev.add_argument("--dataset", help="a bundled dataset (list below)")
     ev.add_argument("--data", help="your table (CSV/TSV/XLSX/Parquet/JSON)")
     ev.add_argument("--formula-col", default="formula", help="column of formulas in --data")
@@ -308,6 +361,10 @@ def build_parser():
     ev.add_argument("--json", help="write the result (per-fold MAE and R2, means, stds) as JSON here")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+    for command in (pre, fea, ev):
+        command.add_argument("--trust-pickle", action="store_true",
+                             help="allow the model file to be a joblib/pickle dump of a fitted PolySRLFeaturizer. "
+                                  "Unpickling RUNS CODE from the file: use only with files you trust")
     return p
 
 
@@ -315,8 +372,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (OSError, ValueError) as exc:
-        message = str(exc)
+    except (OSError, ValueError, KeyError, ImportError, SkPolySRLError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        message = " ".join(str(message).split()) or type(exc).__name__  # one line, never empty
         if isinstance(exc, FormulaError) and hasattr(args, "ignore_errors"):
             message += " On the command line: --ignore-errors."
         print(f"skpolysrl {args.command}: error: {message}", file=sys.stderr)

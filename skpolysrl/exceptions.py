@@ -11,6 +11,7 @@ __all__ = [
     "StructureGraphError",
     "ModelFileError",
     "CheckpointError",
+    "GraphCacheError",
     "StructureFileError",
     "StructureFileWarning",
 ]
@@ -19,6 +20,18 @@ _SKIP_HINT = (
     "To skip bad rows instead, pass ignore_errors=True (rows become NaN), "
     "or drop them before featurizing."
 )
+_STRUCTURE_HINT = "Remove that structure from the training data."
+
+
+def _is_structure(item):
+    return hasattr(item, "lattice") and hasattr(item, "composition")
+
+
+def _describe(item):
+    """The item as named in a message: a structure by its formula (its repr is a page long)."""
+    if _is_structure(item):
+        return f"structure {item.composition.formula!r}"
+    return repr(item)
 
 
 class SkPolySRLError(Exception):
@@ -34,17 +47,22 @@ class FormulaError(SkPolySRLError, ValueError):
         The offending input, as given.
     position : int or None
         Its index in the batch, when it came in a batch.
+    where : str or None
+        Where it is, as the user sees it (e.g. "data row 3 of in.csv"); named
+        instead of ``position`` when given.
     """
 
-    def __init__(self, item, reason, position=None):
+    def __init__(self, item, reason, position=None, where=None):
         self.item = item
         self.position = position
         self.reason = reason
-        where = "" if position is None else f" at position {position}"
-        super().__init__(f"Invalid formula {item!r}{where}: {reason}. {_SKIP_HINT}")
+        self.where = where
+        at = f" at {where}" if where is not None else "" if position is None else f" at position {position}"
+        hint = _STRUCTURE_HINT if _is_structure(item) else _SKIP_HINT
+        super().__init__(f"Invalid formula {_describe(item)}{at}: {reason}. {hint}")
 
     def __reduce__(self):
-        return (type(self), (self.item, self.reason, self.position))
+        return (type(self), (self.item, self.reason, self.position, self.where))
 
 
 class UnknownElementError(FormulaError):
@@ -63,6 +81,8 @@ class CheckpointError(SkPolySRLError, ValueError):
     """A training checkpoint cannot be used for this run: it belongs to other data or
     settings (the message names which), it is further along than ``epochs``, or its
     directory does not exist."""
+class GraphCacheError(SkPolySRLError, OSError):
+    """A graph cache path holds a file skpolysrl did not write (it is never overwritten)."""
 
 
 class StructureFileError(SkPolySRLError, ValueError):

@@ -3,11 +3,11 @@
 scikit-learn transformer and matminer featurizer in one object.
 """
 
-import copy
 import numbers
 import os
 import sys
 import warnings
+import threading
 from importlib import resources
 
 import numpy as np
@@ -22,7 +22,7 @@ from . import distributed as _ddp
 from ._elements import known_atomic_numbers, matscholar_table
 from ._formula import StoichiometryTable, parse_formula, parse_formulas
 from ._runtime import resolve_device as _resolve_device
-from .exceptions import FormulaError
+from .exceptions import FormulaError, ModelFileError
 from .loss import PAIR_REDUCTIONS
 from .recipes import RECIPES, StagedRecipe, staged_pretrain
 from .training import (OBJECTIVES, STRUCTURE_OBJECTIVES, HeldOutProbe, PretrainConfig, encode, pretrain,
@@ -31,6 +31,11 @@ from .training import (OBJECTIVES, STRUCTURE_OBJECTIVES, HeldOutProbe, PretrainC
 __all__ = ["PolySRLFeaturizer", "default_model_path"]
 
 _FORMULA_COLUMNS = ("formula", "composition", "structure")
+_PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+_FIRST_USE_LOCK = threading.Lock()
+# BLAS takes other code paths (other float rounding) for matrices of fewer rows: encoding at
+# least this many graphs keeps each formula's row independent of the batch it comes in.
+_MIN_ENCODE_ROWS = 16
 
 
 def default_model_path():
@@ -113,8 +118,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
     pretrained : "default", None, or path, default="default"
         Initial weights: ``"default"`` = the model shipped in the package,
         ``None`` = random initialisation (seeded by ``random_state``), or a path
-        to a model file written by :meth:`save` (``.pt``) or a joblib dump of a
-        fitted featurizer (a pickle: load only files you trust).
+        to a model file written by :meth:`save` (``.pt``, read with
+        ``torch.load(weights_only=True)``: no code runs). Pickles (joblib dumps)
+        are refused here: see :meth:`load_trusted`.
     objective : {"polysrl", "deterministic", "infomax"}, default="polysrl"
         ``"deterministic"`` is the paper's "w/o Sampling" ablation.
     epochs : int, default=100
@@ -282,21 +288,18 @@ class PolySRLFeaturizer(BaseFeaturizer):
         if source == "default":
             path = default_model_path()
             if not path.is_file():
-                from .exceptions import ModelFileError
-
                 raise ModelFileError(
                     f"the default weights are missing from this installation ({path}); "
                     "reinstall skpolysrl, or use pretrained=None and fit on structures"
                 )
             return _io.load_model(path)[0]
         path = os.fspath(source)
-        if path.endswith((".joblib", ".pkl", ".pickle")):
-            import joblib
-
-            other = joblib.load(path)
-            if not isinstance(other, PolySRLFeaturizer) or not hasattr(other, "model_"):
-                raise TypeError(f"{path!r} does not hold a fitted PolySRLFeaturizer")
-            return copy.deepcopy(other.model_).cpu()
+        if path.lower().endswith(_PICKLE_SUFFIXES):
+            raise ModelFileError(
+                f"{path!r} is a pickle; pretrained= reads only .pt model files (weights, no code), because "
+                "unpickling runs code from the file. If you trust it, load it with "
+                "PolySRLFeaturizer.load_trusted(path) (CLI: --trust-pickle) and re-save it with .save('model.pt')"
+            )
         return _io.load_model(path)[0]
 
     def fit(self, X, y=None, monitor=None, on_epoch_end=None):
@@ -502,7 +505,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
             keys = {}
             inverse = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
             unique = list({s.key: s for s in stoich}.values())
-            mu, log_sigma = encode(self.model_, StoichiometryTable(unique), batch_size=step, device=self.device_)
+            padded = unique + unique[:1] * (_MIN_ENCODE_ROWS - len(unique))
+            mu, log_sigma = encode(self.model_, StoichiometryTable(padded), batch_size=max(step, _MIN_ENCODE_ROWS),
+                                   device=self.device_)
             uncertainty = np.exp(np.mean(2.0 * log_sigma.astype(np.float64), axis=1))
             out[rows, :-1] = mu[inverse]
             out[rows, -1] = uncertainty[inverse]
@@ -517,6 +522,22 @@ class PolySRLFeaturizer(BaseFeaturizer):
         """Write the fitted weights + config (+ history) to a ``.pt`` model file."""
         check_is_fitted(self, "model_")
         _io.save_model(self.model_, path, extra={"history": self.history_})
+
+    @classmethod
+    def load_trusted(cls, path):
+        """Load a joblib dump (a pickle) of a fitted featurizer.
+
+        Unpickling **runs code from the file**: call this only on files you
+        trust. ``pretrained=path`` never unpickles; re-save a trusted featurizer
+        with :meth:`save` to get a ``.pt`` model file that loads without code.
+        """
+        import joblib
+
+        loaded = joblib.load(os.fspath(path))
+        if not isinstance(loaded, cls) or not hasattr(loaded, "model_"):
+            raise ModelFileError(f"{os.fspath(path)!r} does not hold a fitted {cls.__name__} "
+                                 f"(it holds a {type(loaded).__name__})")
+        return loaded
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -534,16 +555,17 @@ class PolySRLFeaturizer(BaseFeaturizer):
 
     # ----------------------------------------------------- matminer contract
     def _ensure_fitted(self):
-        """matminer featurizers work without fit: load ``pretrained`` on first use."""
-        try:
-            check_is_fitted(self, "model_")
-        except NotFittedError:
-            if self.pretrained is None:
-                raise NotFittedError(
-                    "PolySRLFeaturizer(pretrained=None) has random weights only after fit; "
-                    "call fit(structures) to pretrain, or fit(formulas) to use a random encoder"
-                ) from None
-            self.fit(["H"])
+        """matminer featurizers work without fit: load ``pretrained`` on first use (once, if threads race)."""
+        with _FIRST_USE_LOCK:
+            try:
+                check_is_fitted(self, "model_")
+            except NotFittedError:
+                if self.pretrained is None:
+                    raise NotFittedError(
+                        "PolySRLFeaturizer(pretrained=None) has random weights only after fit; "
+                        "call fit(structures) to pretrain, or fit(formulas) to use a random encoder"
+                    ) from None
+                self.fit(["H"])
 
     def featurize(self, entry):
         """Features of one formula, Composition or Structure (a 1-D array)."""
@@ -583,11 +605,11 @@ class PolySRLFeaturizer(BaseFeaturizer):
         """matminer's ``featurize_dataframe`` (same arguments and behaviour), with the features
         handed to pandas as one array: building the frame from 10,000 row lists took longer
         than featurizing them."""
-        self._rows_as_array = True
-        try:
-            return super().featurize_dataframe(df, col_id, *args, **kwargs)
-        finally:
-            del self._rows_as_array
+        self._ensure_fitted()
+        view = object.__new__(type(self))  # a view sharing the fitted model: self is never mutated here, so
+        view.__dict__.update(self.__dict__)  # threads sharing one featurizer do not see each other's flag
+        view._rows_as_array = True
+        return BaseFeaturizer.featurize_dataframe(view, df, col_id, *args, **kwargs)
 
     def feature_labels(self):
         dim = self.model_.config["hidden_dim"] if hasattr(self, "model_") else self.hidden_dim

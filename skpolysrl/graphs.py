@@ -8,22 +8,58 @@ encoder sees geometry only.
 Rules for unusual structures: partially occupied (disordered) sites are
 treated as one atom at the site; an atom with no neighbour within the cutoff
 gets no incoming edge (its state is then the shared atom vector); structures
-with no sites raise :class:`~skpolysrl.exceptions.StructureGraphError`.
+with no sites, a singular lattice, non-finite coordinates or an unphysical
+density (see :func:`geometry_problem`) raise
+:class:`~skpolysrl.exceptions.StructureGraphError`.
 """
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._arrays import segment_indices
-from .exceptions import StructureGraphError
+from ._runtime import atomic_write
+from .exceptions import GraphCacheError, StructureGraphError
 
 __all__ = ["GraphSettings", "StructureGraphs", "build_structure_graph", "build_structure_graphs",
-           "gaussian_expansion"]
+           "gaussian_expansion", "geometry_problem", "MIN_VOLUME_PER_ATOM"]
 
 _CACHE_VERSION = 1
+_CACHE_FORMAT = "skpolysrl-graph-cache"  # the "format" array: our magic inside the .npz (a zip)
+_CACHE_ARRAYS = ("version", "fingerprint", "num_nodes", "num_edges", "edge_index", "distances")
+
+#: Smallest volume per atom (cubic angstrom) a structure may have. Solid hydrogen at
+#: megabar pressure has ~1.5; below this the input is not a crystal (e.g. a lattice
+#: in the wrong units), and the neighbour lists within ``cutoff`` would not fit in memory.
+MIN_VOLUME_PER_ATOM = 0.5
+
+
+def _is_our_cache(path):
+    """True if ``path`` is a graph cache written by skpolysrl (a zip of exactly our arrays)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    members = {f"{name}.npy" for name in _CACHE_ARRAYS}
+    if not members <= names or not names <= members | {"format.npy"}:
+        return False
+    if "format.npy" not in names:  # caches of skpolysrl <= 0.1.0 had no magic, only these arrays
+        return True
+    with np.load(path, allow_pickle=False) as data:
+        return str(data["format"]) == _CACHE_FORMAT
+
+
+def _refuse_foreign(path):
+    """Raise GraphCacheError if ``path`` exists and is not a graph cache we wrote (we never overwrite it)."""
+    if os.path.lexists(path) and not _is_our_cache(path):
+        raise GraphCacheError(
+            f"graph cache {path!r} exists and is not a graph cache written by skpolysrl, so it is left "
+            "untouched; choose another graph cache path (a new .npz file)"
+        )
 
 
 @dataclass(frozen=True)
@@ -111,18 +147,30 @@ class StructureGraphs:
                                self.distances[edge_ids])
 
     def save(self, path, fingerprint=""):
-        np.savez(
-            path,
-            version=_CACHE_VERSION,
-            fingerprint=fingerprint,
-            num_nodes=self.num_nodes,
-            num_edges=self.num_edges,
-            edge_index=self.edge_index,
-            distances=self.distances,
-        )
+        """Write the graphs to ``path`` (atomically; refuses to replace a file skpolysrl did not write)."""
+        path = os.fspath(path)
+        _refuse_foreign(path)
+        atomic_write(path, lambda tmp: self._savez(tmp, fingerprint))
+
+    def _savez(self, path, fingerprint):
+        with open(path, "wb") as fh:  # a file object: np.savez appends ".npz" to names without it
+            np.savez(
+                fh,
+                format=_CACHE_FORMAT,
+                version=_CACHE_VERSION,
+                fingerprint=fingerprint,
+                num_nodes=self.num_nodes,
+                num_edges=self.num_edges,
+                edge_index=self.edge_index,
+                distances=self.distances,
+            )
 
     @classmethod
     def load(cls, path):
+        """Read graphs written by :meth:`save`; returns (graphs, fingerprint)."""
+        path = os.fspath(path)
+        if not _is_our_cache(path):
+            raise GraphCacheError(f"{path!r} is not a graph cache written by skpolysrl")
         with np.load(path, allow_pickle=False) as data:
             if int(data["version"]) != _CACHE_VERSION:
                 raise ValueError(f"graph cache {path} has version {int(data['version'])}, expected {_CACHE_VERSION}")
@@ -130,11 +178,36 @@ class StructureGraphs:
             return graphs, str(data["fingerprint"])
 
 
-def build_structure_graph(structure, cutoff=_DEFAULT.cutoff, max_neighbors=_DEFAULT.max_neighbors):
-    """Edges of one structure: (edge_index (2, E) int32, distances (E,) float32)."""
+def geometry_problem(structure):
+    """Why ``structure`` is not a usable crystal (a sentence), or None if it is.
+
+    Refused: no sites, non-finite lattice or coordinates, a singular lattice, and
+    less than :data:`MIN_VOLUME_PER_ATOM` cubic angstrom per atom.
+    """
     n_sites = len(structure)
     if n_sites == 0:
-        raise StructureGraphError(f"structure {structure.formula!r} has no sites")
+        return "it has no sites"
+    matrix = np.asarray(structure.lattice.matrix, dtype=np.float64)
+    if not np.isfinite(matrix).all():
+        return "its lattice holds NaN or infinite values"
+    if not np.isfinite(structure.frac_coords).all():
+        return "an atom coordinate is NaN or infinite"
+    lengths = np.linalg.norm(matrix, axis=1)
+    volume = abs(float(np.linalg.det(matrix)))
+    if not volume > 1e-6 * float(np.prod(lengths)):  # also all-zero vectors
+        return ("its lattice is singular (volume 0: two lattice vectors are parallel or one is zero); "
+                "check the three lattice vectors")
+    if volume / n_sites < MIN_VOLUME_PER_ATOM:
+        return (f"it has {volume / n_sites:.3g} cubic angstrom per atom, below the physical minimum "
+                f"{MIN_VOLUME_PER_ATOM}; check the lattice (units are angstrom) and duplicated sites")
+    return None
+
+
+def build_structure_graph(structure, cutoff=_DEFAULT.cutoff, max_neighbors=_DEFAULT.max_neighbors):
+    """Edges of one structure: (edge_index (2, E) int32, distances (E,) float32)."""
+    problem = geometry_problem(structure)
+    if problem is not None:
+        raise StructureGraphError(f"structure {structure.composition.formula!r}: {problem}")
     centers, neighbors, _, dists = structure.get_neighbor_list(r=cutoff)
     # keep the max_neighbors nearest per centre: sort by (centre, distance), rank within centre
     order = np.lexsort((dists, centers))
@@ -176,11 +249,17 @@ def build_structure_graphs(structures, cutoff=_DEFAULT.cutoff, max_neighbors=_DE
     """
     fingerprint = None
     if cache is not None:
+        cache = os.fspath(cache)
+        _refuse_foreign(cache)  # before the build: a foreign file fails fast and stays untouched
+        directory = os.path.dirname(os.path.abspath(cache))
+        if write_cache and not os.path.isdir(directory):
+            raise FileNotFoundError(f"the folder of graph cache {cache!r} does not exist; create it or choose "
+                                    "another graph cache path")
         fingerprint = structure_fingerprint(structures, cutoff, max_neighbors)
         if os.path.exists(cache):
             try:
                 graphs, stored = StructureGraphs.load(cache)
-            except Exception:  # unreadable or stale cache: rebuild it
+            except Exception:  # an old or damaged cache of ours: rebuild it
                 graphs, stored = None, None
             if stored == fingerprint:
                 return graphs
@@ -206,9 +285,7 @@ def build_structure_graphs(structures, cutoff=_DEFAULT.cutoff, max_neighbors=_DE
         raise StructureGraphError("no structures given")
     graphs = StructureGraphs(num_nodes, num_edges, np.concatenate(edges, axis=1), np.concatenate(dists))
     if cache is not None and write_cache:
-        tmp = f"{cache}.tmp.npz"
-        graphs.save(tmp, fingerprint)
-        os.replace(tmp, cache)
+        graphs.save(cache, fingerprint)
     return graphs
 
 

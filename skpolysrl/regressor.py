@@ -73,7 +73,8 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
         Encoder weights, as in :class:`~skpolysrl.PolySRLFeaturizer`:
         ``"default"`` = the shipped model, ``None`` = a randomly initialised
         encoder (the paper's "Rand init."), or a model file written by
-        ``PolySRLFeaturizer.save`` (or a joblib dump of a fitted featurizer).
+        ``PolySRLFeaturizer.save`` (pickles are refused: see
+        ``PolySRLFeaturizer.load_trusted``).
     finetune : bool, default=False
         ``False``: the probe protocol (frozen encoder, head trained on its
         features). ``True``: the transfer protocol (encoder trained with the head).

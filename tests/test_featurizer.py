@@ -111,8 +111,10 @@ def test_joblib_roundtrip_and_clone(trained, tmp_path):
     np.testing.assert_array_equal(loaded.transform(FORMULAS), trained.transform(FORMULAS))
     assert loaded.history_ == trained.history_
     assert all(t.device.type == "cpu" for t in loaded.model_.state_dict().values())
-    # pretrained= accepts the joblib file too
-    via = PolySRLFeaturizer(pretrained=str(path), verbose=False).fit(FORMULAS)
+    # pretrained= never unpickles; load_trusted does, when the user says so
+    with pytest.raises(ModelFileError, match="load_trusted"):
+        PolySRLFeaturizer(pretrained=str(path), verbose=False).fit(FORMULAS)
+    via = PolySRLFeaturizer.load_trusted(path)
     np.testing.assert_array_equal(via.transform(FORMULAS), trained.transform(FORMULAS))
     c = clone(trained)
     assert not hasattr(c, "model_") and not hasattr(c, "history_")

@@ -259,3 +259,25 @@ _clean_formula = st.tuples(
 def test_fast_reader_equals_pymatgen_on_generated_well_formed_formulas(formula):
     fast, reference = outcome(formula)
     assert fast == reference
+
+
+@pytest.mark.parametrize("formula, element", [("Fe1e-300O", "Fe"), ("H1e-9O", "H"), ("Fe0.000000001O", "Fe"),
+                                              ("FeO1e-7", "O"), ("NaCl·0.000000001H2O", "O"), ("Fe1e-400O", None)])
+def test_zero_or_underflowing_amounts_are_errors_not_dropped_elements(formula, element):
+    with pytest.raises(FormulaError, match="1e-06" if element else "underflows") as info:
+        parse(formula, position=0)
+    assert element is None or element in info.value.reason
+    fast, reference = outcome(formula)
+    assert fast == reference
+
+
+def test_amounts_at_the_minimum_fraction_are_read():
+    s = parse("Fe0.620C0.000953Mn0.000521Nb0.0000616")  # a real steel: Nb 1e-4 of the total
+    assert len(s.atomic_numbers) == 4 and min(s.fractions) > 1e-5
+
+
+def test_group_factor_with_a_signed_exponent_is_a_clear_error():
+    with pytest.raises(FormulaError, match="write the factor as a decimal") as info:
+        parse("(FeO)1e-3Na")
+    assert "could not convert" not in str(info.value)
+    assert parse("(FeO)0.001Na").key == parse("Fe0.001O0.001Na").key

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from skpolysrl.exceptions import StructureGraphError
+from skpolysrl.exceptions import GraphCacheError, StructureGraphError
 from skpolysrl.graphs import build_structure_graph, build_structure_graphs, gaussian_expansion
 
 
@@ -54,8 +54,13 @@ def test_cache_roundtrip_and_invalidation(mp_small, tmp_path):
     np.testing.assert_array_equal(first.distances, again.distances)
     other = build_structure_graphs(structures[:10], cache=path)  # different data -> rebuilt
     assert len(other) == 10
-    path.write_bytes(b"not an npz file")  # corrupt cache -> rebuilt, not an error
+    with np.load(path) as data:  # a cache of ours from another format version -> rebuilt
+        np.savez(path, **{**dict(data), "version": np.array(0)})
     assert len(build_structure_graphs(structures, cache=path)) == 20
+    path.write_bytes(b"not an npz file")  # not written by skpolysrl -> refused and left as it is
+    with pytest.raises(GraphCacheError, match="choose another graph cache path"):
+        build_structure_graphs(structures, cache=path)
+    assert path.read_bytes() == b"not an npz file"
 
 
 def test_single_atom_cell_and_isolated_atoms():

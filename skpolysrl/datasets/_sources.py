@@ -76,9 +76,31 @@ def _listing(names, total=None):
 
 
 def _why(exc, limit=300):
-    """``Type: message`` of an exception on one line."""
+    """``Type: message`` of an exception on one line (the message alone for our own checks)."""
     text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+    text = f"{text[:limit]}{'...' if len(text) > limit else ''}"
+    return text if isinstance(exc, _UnusableStructure) else f"{type(exc).__name__}: {text}"
+
+
+class _UnusableStructure(ValueError):
+    """A structure that parsed but cannot be trained on (its message says why)."""
+
+
+def _check_structure(structure):
+    """Raise _UnusableStructure if ``structure`` has bad geometry or a species without an embedding."""
+    from .._elements import known_atomic_numbers
+    from .._formula import parse_formula
+    from ..exceptions import FormulaError
+    from ..graphs import geometry_problem
+
+    problem = geometry_problem(structure)
+    if problem is None:
+        try:
+            parse_formula(structure.composition, known_atomic_numbers())
+        except FormulaError as exc:
+            problem = exc.reason
+    if problem is not None:
+        raise _UnusableStructure(problem)
 
 
 def _parse_warnings(caught):
@@ -111,6 +133,8 @@ def _read_structure_file(path, kind):
                          "above the atom counts (VASP 5 format)")
     if not structures or any(len(s) == 0 for s in structures):
         raise ValueError("it holds no atoms")
+    for structure in structures:
+        _check_structure(structure)
     return structures, messages
 
 
@@ -266,6 +290,7 @@ def _structure_table(df, where, ignore_errors):
                 if len(parsed) != 1:
                     raise ValueError(f"expected one structure per row, the CIF holds {len(parsed)}")
                 value = parsed[0]
+                _check_structure(value)
             elif isinstance(value, dict):
                 value = Structure.from_dict(value)
             elif isinstance(value, str):

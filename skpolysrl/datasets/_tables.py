@@ -1,12 +1,14 @@
 """Formula + target tables: matbench composition tasks, MP properties, and a user's own file."""
 
+import functools
 import os
+import warnings
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 
-from ..exceptions import SkPolySRLError
+from ..exceptions import FormulaError, SkPolySRLError
 
 __all__ = ["load_matbench", "load_mp_property", "load_table", "read_table", "MATBENCH_TASKS", "DATASETS",
            "load_dataset"]
@@ -26,28 +28,60 @@ def _data_path(name):
     return resources.files("skpolysrl.datasets") / "data" / name
 
 
-def read_table(path, sheet_name=0):
+def _is_text_table(path):
+    return not os.fspath(path).lower().endswith((".xlsx", ".xls", ".xlsm", ".parquet", ".json", ".jsonl", ".json.gz",
+                                                 ".jsonl.gz"))
+
+
+def row_label(path, index):
+    """A row of a table file as its user sees it: ``data row N of FILE`` (1-based, header not
+    counted), plus the line number for CSV/TSV files (one header line)."""
+    line = f" (line {index + 2})" if _is_text_table(path) else ""
+    return f"data row {index + 1} of {os.path.basename(os.fspath(path))}{line}"
+
+
+def read_table(path, sheet_name=0, text_cols=()):
     """Read a CSV, TSV, Excel (``.xlsx``/``.xls``), Parquet or JSON file into a DataFrame.
+
+    Parameters
+    ----------
+    path : str or path-like
+    sheet_name : str or int, default=0
+        Sheet of an Excel workbook.
+    text_cols : sequence of str, default=()
+        Columns read as written (CSV, TSV, Excel): there ``NaN`` (Na + N), ``NA``,
+        ``None`` or ``null`` are formulas, not missing values; only an empty
+        cell is missing.
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     SkPolySRLError
-        If the file cannot be parsed; the message names the file.
+        If the file is empty or cannot be parsed; the message names the file.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such data file: {path!r}")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise SkPolySRLError(f"{path!r} is empty (0 bytes); expected a table with a header row")
     lower = path.lower()
     try:
         if lower.endswith((".xlsx", ".xls", ".xlsm")):
-            return pd.read_excel(path, sheet_name=sheet_name)
-        if lower.endswith(".parquet"):
+            read = functools.partial(pd.read_excel, path, sheet_name=sheet_name)
+        elif lower.endswith(".parquet"):
             return pd.read_parquet(path)
-        if lower.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
+        elif lower.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
             return pd.read_json(path, lines=".jsonl" in lower)
-        return pd.read_csv(path, sep="\t" if lower.endswith((".tsv", ".tab")) else ",")
+        else:
+            read = functools.partial(pd.read_csv, path, sep="\t" if lower.endswith((".tsv", ".tab")) else ",")
+        table = read()
+        text_cols = [c for c in text_cols if c in table.columns]
+        if text_cols:  # again, as text: pandas' missing-value words are formulas there
+            text = read(usecols=text_cols, dtype=str, keep_default_na=False)
+            for column in text_cols:
+                table[column] = text[column].replace("", np.nan).to_numpy()
+        return table
     except ImportError as exc:  # the optional engines pandas needs for these formats
         extra = "xlsx" if lower.endswith((".xlsx", ".xls", ".xlsm")) else "parquet"
         raise ImportError(f"reading {path!r} needs an optional package ({exc}); "
@@ -70,7 +104,7 @@ def _average_duplicates(df, formula_col, target_col, reduce):
 
 
 def load_table(path, formula_col="formula", target_col="target", *, sheet_name=0, average_duplicates=False,
-               temperature_col=None, temperature_window=None, extra_cols=()):
+               temperature_col=None, temperature_window=None, extra_cols=(), ignore_errors=False):
     """Load a user's table of formulas and targets (CSV/XLSX/Parquet/JSON).
 
     This is how data we cannot ship are run through the paper's protocols: the
@@ -95,21 +129,28 @@ def load_table(path, formula_col="formula", target_col="target", *, sheet_name=0
         for ESTM 300 K or ``(593, 608)`` for ESTM 600 K.
     extra_cols : sequence of str
         Further columns to keep (e.g. the other ESTM properties, for ZT).
+    ignore_errors : bool, default=False
+        Drop rows whose formula cannot be read (a warning names the first)
+        instead of raising.
 
     Returns
     -------
     DataFrame
         Columns ``formula``, ``target`` (float), then ``extra_cols``; rows with
         a missing formula or target are dropped (a warning says how many).
+        Formulas are read as text: ``NaN`` is sodium nitride, not a missing value.
 
     Raises
     ------
     KeyError
         If a named column is missing; the message lists the columns there are.
+    FormulaError
+        A formula cannot be read (without ``ignore_errors``); the message names
+        its row as in the file.
+    ValueError
+        A target is infinite, or no rows are left.
     """
-    import warnings
-
-    df = read_table(path, sheet_name=sheet_name)
+    df = read_table(path, sheet_name=sheet_name, text_cols=[formula_col])
     needed = [formula_col, target_col, *extra_cols] + ([temperature_col] if temperature_col else [])
     missing = [c for c in needed if c not in df.columns]
     if missing:
@@ -124,14 +165,46 @@ def load_table(path, formula_col="formula", target_col="target", *, sheet_name=0
     bad = df[formula_col].isna() | df[target_col].isna()
     if bad.any():
         warnings.warn(f"{os.fspath(path)!r}: dropped {int(bad.sum())} of {len(df)} rows with a missing formula "
-                      f"or a non-numeric target (first: row {int(np.flatnonzero(bad.to_numpy())[0])})", stacklevel=2)
+                      f"or a non-numeric target (first: {row_label(path, df.index[bad.to_numpy()][0])})",
+                      stacklevel=2)
         df = df[~bad]
+    infinite = ~np.isfinite(df[target_col].to_numpy(dtype=float))
+    if infinite.any():
+        raise ValueError(f"{os.fspath(path)!r}: target {df[target_col].to_numpy()[infinite][0]} at "
+                         f"{row_label(path, df.index[infinite][0])} is not finite; fix or remove that row")
+    df = _drop_bad_formulas(df, formula_col, path, ignore_errors)
+    if len(df) == 0:
+        raise ValueError(f"{os.fspath(path)!r} has no rows with a formula and a numeric target")
     if average_duplicates:
         if extra_cols:
             raise ValueError("average_duplicates cannot be combined with extra_cols")
         df = _average_duplicates(df, formula_col, target_col, reduce=True)
     df = df.rename(columns={formula_col: "formula", target_col: "target"}).reset_index(drop=True)
     df["target"] = df["target"].astype(float)
+    return df
+
+
+def _drop_bad_formulas(df, formula_col, path, ignore_errors):
+    """df without the rows whose formula cannot be read (ignore_errors), else a FormulaError naming the first."""
+    from .._elements import known_atomic_numbers
+    from .._formula import parse_formula
+
+    known = known_atomic_numbers()
+    bad, first = [], None
+    for index, item in zip(df.index, df[formula_col]):
+        try:
+            parse_formula(item, known)
+        except FormulaError as exc:
+            bad.append(index)
+            if first is None:
+                first = FormulaError(exc.item, exc.reason, where=row_label(path, index))
+                if not ignore_errors:
+                    raise first from None
+    if bad:
+        warnings.warn(f"{os.fspath(path)!r}: dropped {len(bad)} of {len(df)} rows with a formula that cannot be "
+                      f"read (ignore_errors=True); first: {first.item!r} at {first.where}: {first.reason}",
+                      stacklevel=3)
+        df = df.drop(index=bad)
     return df
 
 
