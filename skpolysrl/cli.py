@@ -113,7 +113,8 @@ def cmd_featurize(args):
         raise SystemExit(f"error: no column {args.formula_col!r} in {args.input}; columns: {list(table.columns)}")
     f = PolySRLFeaturizer(pretrained=None if args.model == "none" else args.model, verbose=False,
                           transform_batch_size=args.batch_size, random_state=0)
-    f.fit(["H"])
+    if args.model == "none":
+        f.fit(table[args.formula_col])  # random weights (seeded); pretrained models need no fit
     out = f.featurize_dataframe(table, args.formula_col, ignore_errors=args.ignore_errors, pbar=args.progress)
     if args.out.endswith(".parquet"):
         out.to_parquet(args.out)

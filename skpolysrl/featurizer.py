@@ -7,7 +7,7 @@ import copy
 import numbers
 import os
 import sys
-from importlib import resources
+import threading
 
 import numpy as np
 import pandas as pd
@@ -18,10 +18,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _io
 from . import distributed as _ddp
+from . import registry
 from ._elements import known_atomic_numbers, matscholar_table
 from ._formula import StoichiometryTable, parse_formula, parse_formulas
 from .exceptions import FormulaError
 from .loss import PAIR_REDUCTIONS
+from .nn import output_features_np
 from .training import OBJECTIVES, STRUCTURE_OBJECTIVES, encode, pretrain
 
 __all__ = ["PolySRLFeaturizer", "default_model_path"]
@@ -31,7 +33,61 @@ _FORMULA_COLUMNS = ("formula", "composition", "structure")
 
 def default_model_path():
     """Path of the weights shipped inside the package."""
-    return resources.files("skpolysrl") / "weights" / "polysrl_default.pt"
+    return registry.cached_model_path("default")
+
+
+def _load_model_file(path):
+    """A fresh model (CPU) from a ``.pt`` model file or a joblib dump of a fitted featurizer."""
+    path = os.fspath(path)
+    if path.endswith((".joblib", ".pkl", ".pickle")):
+        import joblib
+
+        other = joblib.load(path)  # a pickle: the user named this file (documented: trusted files only)
+        if not isinstance(other, PolySRLFeaturizer) or not other.__sklearn_is_fitted__():
+            raise TypeError(f"{path!r} does not hold a fitted PolySRLFeaturizer")
+        return copy.deepcopy(other.model_).cpu()
+    return _io.load_model(path)[0]
+
+
+# Pretrained models loaded in this process, read-only and shared by every featurizer (and by every
+# matminer pool task of a worker): key = (file, its size and mtime, device)
+_SHARED_MODELS = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_model(source, device):
+    """The model named by ``source`` (registered name or path) on ``device``, loaded once per process."""
+    path = registry.model_file(source)
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, str(device))
+    model = _SHARED_MODELS.get(key)
+    if model is None:
+        with _SHARED_LOCK:
+            model = _SHARED_MODELS.get(key)
+            if model is None:
+                model = _SHARED_MODELS[key] = _load_model_file(path).to(device).eval()
+    return model
+
+
+def _progress_bar(pbar, total):
+    """A tqdm bar over ``total`` formulas, or None; ``pbar`` is a bool or tqdm keyword arguments (as in
+    matminer)."""
+    if not pbar:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, **{"desc": "PolySRLFeaturizer", "unit": "formula", **(pbar if isinstance(pbar, dict) else {})})
+
+
+def _one_thread_in_pool_workers():
+    """matminer runs ``featurize`` in a process pool of n_jobs = cpu_count() workers: torch's default of
+    one thread per core in each would oversubscribe the machine n_jobs times."""
+    import multiprocessing
+
+    import torch
+
+    if multiprocessing.parent_process() is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 def _resolve_device(device):
@@ -84,19 +140,28 @@ def _as_items(X):
 class PolySRLFeaturizer(BaseFeaturizer):
     """Formula -> PolySRL representation (Gaussian mean) and its uncertainty.
 
-    ``fit`` on crystal structures runs PolySRL's contrastive pretraining; ``fit``
-    on formulas keeps the weights the featurizer has (so it can sit in a
-    :class:`~sklearn.pipeline.Pipeline`); ``transform`` maps formulas to an
-    array ``(n, hidden_dim + 1)``: the mean embedding, then the uncertainty
-    (geometric mean of the diagonal variances).
+    A pretrained featurizer is ready on construction::
+
+        X = PolySRLFeaturizer().transform(["Fe2O3", "NaCl"])   # the shipped model, no fit
+
+    The weights are loaded on the first ``transform`` (once per process, shared by
+    every featurizer naming the same file). ``fit`` on crystal structures runs
+    PolySRL's contrastive pretraining; ``fit`` on formulas trains nothing and
+    keeps the weights (so the featurizer can sit in a
+    :class:`~sklearn.pipeline.Pipeline`, ``cross_val_score`` or ``GridSearchCV``);
+    ``transform`` maps formulas to an array ``(n, hidden_dim + 1)``: the mean
+    embedding, then the uncertainty (geometric mean of the diagonal variances,
+    :func:`skpolysrl.nn.output_features`).
 
     Parameters
     ----------
-    pretrained : "default", None, or path, default="default"
+    pretrained : "default", model name, None, or path, default="default"
         Initial weights: ``"default"`` = the model shipped in the package,
-        ``None`` = random initialisation (seeded by ``random_state``), or a path
-        to a model file written by :meth:`save` (``.pt``) or a joblib dump of a
-        fitted featurizer (a pickle: load only files you trust).
+        another name of :mod:`skpolysrl.registry` (downloaded once into the
+        cache), ``None`` = random initialisation (seeded by ``random_state``;
+        needs a ``fit``), or a path to a model file written by :meth:`save`
+        (``.pt``) or a joblib dump of a fitted featurizer (a pickle: load only
+        files you trust).
     objective : {"polysrl", "deterministic", "infomax"}, default="polysrl"
         ``"deterministic"`` is the paper's "w/o Sampling" ablation.
     epochs : int, default=100
@@ -159,7 +224,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
     Attributes
     ----------
     model_ : skpolysrl.nn.PolySRLModel
-        The fitted network (on CPU after unpickling).
+        The network: the one ``fit`` trained, else the pretrained one (loaded on
+        first access and shared, read-only, with other featurizers of the same
+        weights in this process). On CPU after unpickling.
     history_ : list of dict
         One record per pretraining epoch: loss, kl, positive_correct,
         negative_correct, mean_uncertainty, c, d, effective_rank, mean_cosine,
@@ -167,6 +234,12 @@ class PolySRLFeaturizer(BaseFeaturizer):
     n_features_out_ : int
     device_ : str
         Device the model lives on.
+
+    Notes
+    -----
+    A pickled featurizer holds the weights ``fit`` trained; one that was not
+    fitted on structures holds only ``pretrained`` (the name or path of its
+    weights) and loads them again when it is unpickled and used.
     """
 
     _parameter_constraints = {
@@ -231,6 +304,65 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
 
+    @classmethod
+    def from_pretrained(cls, name_or_path="default", *, cache_dir=None, **params):
+        """A featurizer with the named pretrained weights, loaded now and ready to transform.
+
+        Parameters
+        ----------
+        name_or_path : str or path-like, default="default"
+            A registered model name (:func:`skpolysrl.registry.available_models`;
+            downloaded into the cache on first use) or a model file.
+        cache_dir : path, optional
+            Cache directory for downloaded models (default: ``SKPOLYSRL_CACHE``,
+            else the platform's user cache). With it, ``pretrained`` is set to the
+            file's path, so that clones find the same file.
+        **params
+            Other constructor parameters (e.g. ``device="cpu"``, ``verbose=False``).
+
+        Returns
+        -------
+        PolySRLFeaturizer
+        """
+        source = name_or_path
+        if cache_dir is not None and isinstance(source, str):
+            source = str(registry.model_file(source, cache=cache_dir, progress=True))
+        featurizer = cls(pretrained=source, **params)
+        featurizer._validate_params()
+        featurizer.model_  # load now: a missing or corrupt file fails here, not at the first transform
+        return featurizer
+
+    def __sklearn_is_fitted__(self):
+        """Pretrained weights need no fit; ``pretrained=None`` (random weights) does."""
+        return self.pretrained is not None or "_model" in vars(self)
+
+    @property
+    def model_(self):
+        fitted = vars(self).get("_model")
+        if fitted is not None:
+            return fitted
+        if self.pretrained is None:
+            raise NotFittedError(
+                "PolySRLFeaturizer(pretrained=None) has random weights only after fit; "
+                "call fit(structures) to pretrain, or fit(formulas) to use a random encoder"
+            )
+        device = self.device_
+        source = (self.pretrained, device)
+        lazy = vars(self).get("_lazy")
+        if lazy is None or lazy[0] != source:  # first use, or set_params changed the weights or device
+            lazy = self._lazy = (source, _shared_model(self.pretrained, device))
+        return lazy[1]
+
+    @property
+    def device_(self):
+        if "_model" in vars(self):
+            return self._device
+        return _ddp.local_device(_resolve_device(self.device))  # under torchrun: cuda:LOCAL_RANK
+
+    @property
+    def n_features_out_(self):
+        return self.model_.config["hidden_dim"] + 1
+
     # ------------------------------------------------------------------ fitting
     def _seed(self):
         if self.random_state is None:
@@ -243,31 +375,12 @@ class PolySRLFeaturizer(BaseFeaturizer):
 
         from .nn import PolySRLModel
 
-        source = self.pretrained
-        if source is None:
+        if self.pretrained is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 return PolySRLModel(matscholar_table(), hidden_dim=self.hidden_dim, c_init=self.c_init,
                                     d_init=self.d_init, log_sigma_init=self.log_sigma_init)
-        if source == "default":
-            path = default_model_path()
-            if not path.is_file():
-                from .exceptions import ModelFileError
-
-                raise ModelFileError(
-                    f"the default weights are missing from this installation ({path}); "
-                    "reinstall skpolysrl, or use pretrained=None and fit on structures"
-                )
-            return _io.load_model(path)[0]
-        path = os.fspath(source)
-        if path.endswith((".joblib", ".pkl", ".pickle")):
-            import joblib
-
-            other = joblib.load(path)
-            if not isinstance(other, PolySRLFeaturizer) or not hasattr(other, "model_"):
-                raise TypeError(f"{path!r} does not hold a fitted PolySRLFeaturizer")
-            return copy.deepcopy(other.model_).cpu()
-        return _io.load_model(path)[0]
+        return copy.deepcopy(_shared_model(self.pretrained, "cpu"))  # trained in place: never the shared one
 
     def fit(self, X, y=None, monitor=None, on_epoch_end=None):
         """Pretrain on structures, or (for formulas) just load the weights.
@@ -286,8 +399,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
             ``.jsonl[.gz]`` file, or to a ``.csv``/``.parquet`` table with a
             "cif" column (``datasets.read_structure_source``). Unreadable files
             or rows raise ``StructureFileError`` naming them, or are skipped
-            with a warning when ``ignore_errors=True``. Formulas do not train: an already
-            fitted featurizer keeps its weights, an unfitted one loads ``pretrained``.
+            with a warning when ``ignore_errors=True``. Formulas do not train: a
+            featurizer keeps its weights (pretrained, or those of an earlier
+            ``fit``); with ``pretrained=None`` a first ``fit`` draws random weights.
         y : array-like of shape (n_samples,), optional
             Used only by ``objective="supervised"`` (one property value per
             row of X); ignored otherwise.
@@ -306,16 +420,18 @@ class PolySRLFeaturizer(BaseFeaturizer):
             return self._pretrain_formulas(X, y, monitor, on_epoch_end)
         structures = _as_structures(X, self.ignore_errors)
         if structures is None:
-            if not (hasattr(self, "model_") and self._fitted_from == self.pretrained):
-                self._set_model(self._initial_model(self._seed()))
+            if not ("_model" in vars(self) and self._fitted_from == self.pretrained):
+                vars(self).pop("_model", None)  # pretrained weights: loaded on first use
+                if self.pretrained is None:
+                    self._set_model(self._initial_model(self._seed()))
                 self.history_ = []
             return self
         return self._pretrain(structures, monitor, on_epoch_end)
 
     def _set_model(self, model):
-        self.device_ = _ddp.local_device(_resolve_device(self.device))  # under torchrun: cuda:LOCAL_RANK
-        self.model_ = model.to(self.device_).eval()
-        self.n_features_out_ = model.config["hidden_dim"] + 1
+        """Make ``model`` this featurizer's own (trained or random) weights."""
+        self._device = _ddp.local_device(_resolve_device(self.device))  # under torchrun: cuda:LOCAL_RANK
+        self._model = model.to(self._device).eval()
         self._fitted_from = self.pretrained
 
     def _pretrain_formulas(self, X, y, monitor=None, on_epoch_end=None):
@@ -392,13 +508,15 @@ class PolySRLFeaturizer(BaseFeaturizer):
         return self
 
     # ---------------------------------------------------------------- transform
-    def transform(self, X):
+    def transform(self, X, pbar=False):
         """Featurize formulas.
 
         Parameters
         ----------
         X : list-like of str, Composition or Structure; or a DataFrame with a
             "formula" (or "composition"/"structure") column or a single column.
+        pbar : bool or dict, default=False
+            Show a tqdm progress bar (a dict: keyword arguments for ``tqdm``).
 
         Returns
         -------
@@ -406,29 +524,33 @@ class PolySRLFeaturizer(BaseFeaturizer):
             Mean embedding, then the uncertainty. Rows of invalid formulas are NaN
             when ``ignore_errors=True``; otherwise a FormulaError names the first one.
         """
-        check_is_fitted(self, "model_")
-        return self._transform_items(_as_items(X), self.ignore_errors)
+        check_is_fitted(self)
+        return self._transform_items(_as_items(X), self.ignore_errors, pbar)
 
-    def _transform_items(self, items, ignore_errors):
+    def _transform_items(self, items, ignore_errors, pbar=False):
         if len(items) == 0:
             raise ValueError("no formulas to featurize (got an empty input)")
+        model, device = self.model_, self.device_
         known = known_atomic_numbers()
-        out = np.full((len(items), self.n_features_out_), np.nan, dtype=np.float32)
+        out = np.full((len(items), model.config["hidden_dim"] + 1), np.nan, dtype=np.float32)
         step = self.transform_batch_size
+        progress = _progress_bar(pbar, len(items))
         for start in range(0, len(items), step):  # stream: memory bounded by the chunk
             chunk = items[start : start + step]
             parsed = parse_formulas(chunk, known, ignore_errors=ignore_errors, offset=start)
             rows = [start + i for i, s in enumerate(parsed) if s is not None]
             stoich = [s for s in parsed if s is not None]
-            if not stoich:
-                continue
-            keys = {}
-            inverse = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
-            unique = list({s.key: s for s in stoich}.values())
-            mu, log_sigma = encode(self.model_, StoichiometryTable(unique), batch_size=step, device=self.device_)
-            uncertainty = np.exp(np.mean(2.0 * log_sigma.astype(np.float64), axis=1))
-            out[rows, :-1] = mu[inverse]
-            out[rows, -1] = uncertainty[inverse]
+            if stoich:
+                keys = {}
+                inverse = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
+                unique = list({s.key: s for s in stoich}.values())
+                features = output_features_np(*encode(model, StoichiometryTable(unique), batch_size=step,
+                                                      device=device))
+                out[rows] = features[inverse]
+            if progress is not None:
+                progress.update(len(chunk))
+        if progress is not None:
+            progress.close()
         return out
 
     def get_feature_names_out(self, input_features=None):
@@ -438,54 +560,48 @@ class PolySRLFeaturizer(BaseFeaturizer):
     # ------------------------------------------------------------- persistence
     def save(self, path):
         """Write the fitted weights + config (+ history) to a ``.pt`` model file."""
-        check_is_fitted(self, "model_")
-        _io.save_model(self.model_, path, extra={"history": self.history_})
+        check_is_fitted(self)
+        _io.save_model(self.model_, path, extra={"history": getattr(self, "history_", [])})
 
     def __getstate__(self):
-        state = super().__getstate__()
-        if "model_" in state:  # store weights as CPU tensors: a GPU-trained model unpickles on CPU
-            state = dict(state)
-            state["model_"] = _io.model_to_payload(state["model_"])
-            state["device_"] = "cpu"
+        state = dict(super().__getstate__())
+        state.pop("_lazy", None)  # shared pretrained weights: reloaded (once per process) from `pretrained`
+        if "_model" in state:  # own weights as CPU tensors: a GPU-trained model unpickles on CPU
+            state["_model"] = _io.model_to_payload(state["_model"])
+            state["_device"] = "cpu"
         return state
 
     def __setstate__(self, state):
-        if isinstance(state.get("model_"), dict):
-            state = dict(state)
-            state["model_"] = _io.model_from_payload(state["model_"])
+        state = dict(state)
+        if "model_" in state:  # pickled by skpolysrl <= 0.1.0, when fitted weights were public attributes
+            state["_model"], state["_device"] = state.pop("model_"), state.pop("device_", "cpu")
+            state.pop("n_features_out_", None)
+        if isinstance(state.get("_model"), dict):
+            state["_model"] = _io.model_from_payload(state["_model"])
         super().__setstate__(state)
 
     # ----------------------------------------------------- matminer contract
-    def _ensure_fitted(self):
-        """matminer featurizers work without fit: load ``pretrained`` on first use."""
-        try:
-            check_is_fitted(self, "model_")
-        except NotFittedError:
-            if self.pretrained is None:
-                raise NotFittedError(
-                    "PolySRLFeaturizer(pretrained=None) has random weights only after fit; "
-                    "call fit(structures) to pretrain, or fit(formulas) to use a random encoder"
-                ) from None
-            self.fit(["H"])
-
     def featurize(self, entry):
         """Features of one formula, Composition or Structure (a 1-D array)."""
-        self._ensure_fitted()
+        _one_thread_in_pool_workers()
         return self._transform_items([entry], ignore_errors=False)[0]
 
     def featurize_many(self, entries, ignore_errors=False, return_errors=False, pbar=True):
-        """Featurize many entries in batched forward passes (no process pool).
+        """Featurize many entries in batched forward passes, in this process.
 
-        Returns a list of rows, as matminer's featurizers do; with
-        ``return_errors=True`` each row ends with the error message (or NaN).
+        Faster than matminer's process pool (``n_jobs`` is not used): the rows are
+        encoded a ``transform_batch_size`` at a time. Returns a list of rows, as
+        matminer's featurizers do; with ``return_errors=True`` each row ends with
+        the error message (or NaN). ``pbar`` (bool or tqdm keyword dict) shows
+        progress, as in matminer.
         """
         if return_errors and not ignore_errors:
             raise ValueError("Please set ignore_errors to True to use return_errors.")
-        self._ensure_fitted()
+        check_is_fitted(self)
         items = _as_items(np.asarray(entries, dtype=object) if isinstance(entries, np.ndarray) else entries)
         if len(items) == 0:
             return []
-        features = self._transform_items(items, ignore_errors=ignore_errors)
+        features = self._transform_items(items, ignore_errors=ignore_errors, pbar=pbar)
         if getattr(self, "_rows_as_array", False) and not return_errors:
             return features.astype(np.float64)  # for featurize_dataframe: a frame from an array, not from lists
         rows = features.astype(np.float64).tolist()

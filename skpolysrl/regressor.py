@@ -22,19 +22,9 @@ from ._elements import known_atomic_numbers
 from ._formula import StoichiometryTable, parse_formulas
 from .evaluation import MLPHeadRegressor, _build_head
 from .featurizer import PolySRLFeaturizer, _as_items, _resolve_device
+from .nn import output_features, output_features_np
 
 __all__ = ["PolySRLRegressor"]
-
-
-def _features(mu, log_sigma):
-    """The featurizer's columns: mean embedding, then the uncertainty (geometric-mean variance)."""
-    import torch
-
-    return torch.cat([mu, torch.exp((2 * log_sigma).mean(dim=1, keepdim=True))], dim=1)
-
-
-def _features_np(mu, log_sigma):
-    return np.hstack([mu, np.exp(np.mean(2.0 * log_sigma.astype(np.float64), axis=1))[:, None]])
 
 
 def _sample_means(mu, log_sigma, generator):
@@ -62,7 +52,7 @@ def _finetune_net(encoder, head, mean, scale):
             mu, log_sigma = self.encoder(z, w, edge_index, batch, n)
             if generator is not None:
                 mu = _sample_means(mu, log_sigma, generator)
-            return self.head((_features(mu, log_sigma) - self.mean) / self.scale).view(-1)
+            return self.head((output_features(mu, log_sigma) - self.mean) / self.scale).view(-1)
 
     return FinetuneNet()
 
@@ -235,14 +225,14 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"y contains NaN or infinity in {len(bad)} rows (first: row {bad[0]}); drop them")
         if n < 2:
             raise ValueError(f"need at least 2 training formulas, got {n}")
-        model = self._featurizer().fit(["H"]).model_.cpu()  # the encoder named by `pretrained`
+        model = self._featurizer()._initial_model(0)  # a copy of the encoder named by `pretrained`
         model.structure = None
         rng = check_random_state(self.random_state)
         seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_estimators)
         self.device_ = _resolve_device(self.device)
         self.validation_mae_ = None
         if not self.finetune:
-            features = _features_np(*encode(model, StoichiometryTable(stoich)))
+            features = output_features_np(*encode(model, StoichiometryTable(stoich)))
             self.lr_ = 1e-3 if self.lr == "auto" else float(self.lr)
             self.estimators_ = [
                 MLPHeadRegressor(hidden_dim=self.hidden_dim, epochs=self._epochs(), lr=self.lr_,
@@ -284,7 +274,7 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
         from .training import _stoich_tensors, encode
 
         table = StoichiometryTable(stoich)
-        start = _features_np(*encode(model, table))
+        start = output_features_np(*encode(model, table))
         mean, scale = start.mean(axis=0), start.std(axis=0)
         scale[~(scale > 0)] = 1.0
         encoder = copy.deepcopy(model)
@@ -340,7 +330,7 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
     def _probe_predict(self, head, mu, log_sigma, n_draws=0, seed=0):
         import torch
 
-        features = _features_np(mu, log_sigma)
+        features = output_features_np(mu, log_sigma)
         mean = head.predict(features)
         if not n_draws:
             return mean

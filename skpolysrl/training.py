@@ -17,6 +17,7 @@ import torch
 
 from . import distributed as _ddp
 from .graphs import gaussian_expansion
+from .nn import output_features_np
 from .loss import kl_to_standard_normal, nt_xent_loss, pair_logits, polymorph_match, soft_contrastive_loss
 
 __all__ = ["pretrain", "encode", "embedding_diagnostics", "augment_stoichiometry", "HeldOutProbe", "OBJECTIVES",
@@ -151,7 +152,7 @@ class HeldOutProbe:
         from .evaluation import MLPHeadRegressor, cross_validate_probe
 
         mu, log_sigma = encode(model, self.table, device=device)
-        X = np.hstack([mu, log_sigma.mean(axis=1, keepdims=True)])
+        X = output_features_np(mu, log_sigma)  # the columns users get from transform
         head = MLPHeadRegressor(epochs=self.epochs, random_state=self.seed)
         return cross_validate_probe(X, self.targets, estimator=head, n_splits=self.n_splits, seed=self.seed)["mae_mean"]
 
