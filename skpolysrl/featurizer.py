@@ -79,6 +79,28 @@ def _progress_bar(pbar, total):
     return tqdm(total=total, **{"desc": "PolySRLFeaturizer", "unit": "formula", **(pbar if isinstance(pbar, dict) else {})})
 
 
+def _pool_task_entries():
+    """The rows of the ``multiprocessing.Pool.map`` task this process is running, or None.
+
+    A pool worker runs a task as ``multiprocessing.pool.mapstar((func, rows))``; the
+    frame of that call, a few calls up the stack, holds the task's rows.
+    """
+    import multiprocessing
+    import multiprocessing.pool
+
+    if multiprocessing.parent_process() is None:  # not a pool worker
+        return None
+    frame = sys._getframe(2)
+    for _ in range(6):
+        if frame is None:
+            return None
+        if frame.f_code is multiprocessing.pool.mapstar.__code__:
+            args = frame.f_locals.get("args")
+            return args[1] if isinstance(args, tuple) and len(args) == 2 and isinstance(args[1], (list, tuple)) else None
+        frame = frame.f_back
+    return None
+
+
 def _one_thread_in_pool_workers():
     """matminer runs ``featurize`` in a process pool of n_jobs = cpu_count() workers: torch's default of
     one thread per core in each would oversubscribe the machine n_jobs times."""
@@ -421,9 +443,11 @@ class PolySRLFeaturizer(BaseFeaturizer):
         structures = _as_structures(X, self.ignore_errors)
         if structures is None:
             if not ("_model" in vars(self) and self._fitted_from == self.pretrained):
-                vars(self).pop("_model", None)  # pretrained weights: loaded on first use
+                vars(self).pop("_model", None)
                 if self.pretrained is None:
                     self._set_model(self._initial_model(self._seed()))
+                else:
+                    self.model_  # the pretrained weights (cached per process): a bad file fails in fit
                 self.history_ = []
             return self
         return self._pretrain(structures, monitor, on_epoch_end)
@@ -566,6 +590,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
     def __getstate__(self):
         state = dict(super().__getstate__())
         state.pop("_lazy", None)  # shared pretrained weights: reloaded (once per process) from `pretrained`
+        state.pop("_task_batch", None)
         if "_model" in state:  # own weights as CPU tensors: a GPU-trained model unpickles on CPU
             state["_model"] = _io.model_to_payload(state["_model"])
             state["_device"] = "cpu"
@@ -585,6 +610,42 @@ class PolySRLFeaturizer(BaseFeaturizer):
         """Features of one formula, Composition or Structure (a 1-D array)."""
         _one_thread_in_pool_workers()
         return self._transform_items([entry], ignore_errors=False)[0]
+
+    def featurize_wrapper(self, x, return_errors=False, ignore_errors=False):
+        """matminer's per-row call, batched inside process-pool tasks.
+
+        matminer's process pool (``featurize_many``/``featurize_dataframe`` of a
+        :class:`~matminer.featurizers.base.MultipleFeaturizer` holding this
+        featurizer, with ``n_jobs`` > 1) calls this once per row. In a pool task the
+        first call encodes all of the task's rows in one batch and the others read
+        their row from it: one forward pass per task instead of one per row (a
+        row costs ~30 us instead of ~1 ms). Rows that fail to parse, and calls
+        outside a pool task, go through matminer's own wrapper (same results and
+        error messages).
+        """
+        _one_thread_in_pool_workers()
+        batch = self._pool_task_batch()
+        if batch is not None:
+            entries, positions, features = batch
+            i = positions.get(id(x))
+            if i is not None and not np.isnan(features[i, -1]):
+                return list(features[i]) + [float("nan")] if return_errors else features[i]
+        return super().featurize_wrapper(x, return_errors=return_errors, ignore_errors=ignore_errors)
+
+    def _pool_task_batch(self):
+        """(entries, {id(entry): row}, features) of the pool task running now, or None outside one."""
+        entries = _pool_task_entries()
+        if entries is None or len(entries) < 2:
+            return None
+        batch = vars(self).get("_task_batch")
+        if batch is None or batch[0] is not entries:  # first row of a new task
+            try:
+                items = [e[0] if isinstance(e, (tuple, list, np.ndarray)) and len(e) == 1 else e for e in entries]
+                features = self._transform_items(items, ignore_errors=True)
+            except Exception:  # rows of an unexpected kind: matminer's per-row path reports them
+                return None
+            batch = self._task_batch = (entries, {id(e): i for i, e in enumerate(entries)}, features)
+        return batch
 
     def featurize_many(self, entries, ignore_errors=False, return_errors=False, pbar=True):
         """Featurize many entries in batched forward passes, in this process.

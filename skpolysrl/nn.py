@@ -143,7 +143,8 @@ class _GCNWeights(nn.Module):
 
     def __init__(self, in_dim, out_dim):
         super().__init__()
-        self.lin = torch.nn.utils.skip_init(nn.Linear, in_dim, out_dim, bias=False)  # draws no random numbers
+        self.lin = nn.Module()  # holds lin.weight as PyG names it; torch.empty draws no random numbers
+        self.lin.weight = nn.Parameter(torch.empty(out_dim, in_dim))
         self.bias = nn.Parameter(torch.zeros(out_dim))
         bound = float(np.sqrt(6.0 / (in_dim + out_dim)))
         with torch.no_grad():
