@@ -354,6 +354,12 @@ class PolySRLFeaturizer(BaseFeaturizer):
         featurizer.model_  # load now: a missing or corrupt file fails here, not at the first transform
         return featurizer
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True  # formulas
+        tags.requires_fit = self.pretrained is None  # pretrained weights: ready on construction
+        return tags
+
     def __sklearn_is_fitted__(self):
         """Pretrained weights need no fit; ``pretrained=None`` (random weights) does."""
         return self.pretrained is not None or "_model" in vars(self)
@@ -579,6 +585,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
 
     def get_feature_names_out(self, input_features=None):
         """``polysrl_0 .. polysrl_{d-1}, polysrl_uncertainty``."""
+        check_is_fitted(self)
         return np.asarray(self.feature_labels(), dtype=object)
 
     # ------------------------------------------------------------- persistence
@@ -620,8 +627,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
         first call encodes all of the task's rows in one batch and the others read
         their row from it: one forward pass per task instead of one per row (a
         row costs ~30 us instead of ~1 ms). Rows that fail to parse, and calls
-        outside a pool task, go through matminer's own wrapper (same results and
-        error messages).
+        outside a pool task, are featurized alone: with ``ignore_errors`` through
+        matminer's wrapper (NaN row, error text), else raising the typed
+        :class:`~skpolysrl.exceptions.FormulaError` that names the row.
         """
         _one_thread_in_pool_workers()
         batch = self._pool_task_batch()
@@ -630,7 +638,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
             i = positions.get(id(x))
             if i is not None and not np.isnan(features[i, -1]):
                 return list(features[i]) + [float("nan")] if return_errors else features[i]
-        return super().featurize_wrapper(x, return_errors=return_errors, ignore_errors=ignore_errors)
+        if ignore_errors:
+            return super().featurize_wrapper(x, return_errors=return_errors, ignore_errors=ignore_errors)
+        return self.featurize(*x)  # our typed error as is: matminer re-raises type(e)(message), which it cannot rebuild
 
     def _pool_task_batch(self):
         """(entries, {id(entry): row}, features) of the pool task running now, or None outside one."""
