@@ -105,6 +105,9 @@ def cmd_pretrain(args):
     print(f"wrote {args.out} ({len(data)} structures, {args.epochs} epochs, {time.perf_counter() - t0:.0f} s)")
 
 
+_AUTO_PROGRESS_ROWS = 100_000
+
+
 def cmd_featurize(args):
     from .featurizer import PolySRLFeaturizer
 
@@ -115,7 +118,10 @@ def cmd_featurize(args):
                           transform_batch_size=args.batch_size, random_state=0)
     if args.model == "none":
         f.fit(table[args.formula_col])  # random weights (seeded); pretrained models need no fit
-    out = f.featurize_dataframe(table, args.formula_col, ignore_errors=args.ignore_errors, pbar=args.progress)
+    progress = args.progress
+    if progress is None:  # long featurizations show a sign of life; pipes and short tables stay quiet
+        progress = sys.stderr.isatty() and len(table) >= _AUTO_PROGRESS_ROWS
+    out = f.featurize_dataframe(table, args.formula_col, ignore_errors=args.ignore_errors, pbar=progress)
     if args.out.endswith(".parquet"):
         out.to_parquet(args.out)
     else:
@@ -269,13 +275,16 @@ def build_parser():
                                      "the PolySRL representation added: polysrl_0 .. polysrl_199 (the mean "
                                      "embedding) and polysrl_uncertainty (its variance).",
                          epilog=_FEATURIZE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    fea.add_argument("--model", default="default", help="'default' (shipped), 'none' (random) or a model file")
+    fea.add_argument("--model", default="default", help="'default' (shipped), another registered model name "
+                     "(downloaded once into the cache, see SKPOLYSRL_CACHE), 'none' (random) or a model file")
     fea.add_argument("--input", required=True, help="table to read: .csv, .tsv, .xlsx, .parquet or .json")
     fea.add_argument("--formula-col", default="formula", help="name of the column of formulas (default: formula)")
     fea.add_argument("--out", required=True, help="output .csv or .parquet")
     fea.add_argument("--batch-size", type=int, default=4096, help="formulas per forward pass (default: 4096)")
     fea.add_argument("--ignore-errors", action="store_true", help="NaN rows for invalid formulas instead of failing")
-    fea.add_argument("--progress", action="store_true", help="show a progress bar")
+    fea.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show a progress bar (default: on a terminal, for tables of "
+                          f"{_AUTO_PROGRESS_ROWS:,} rows or more)")
     fea.set_defaults(func=cmd_featurize)
 
     ev = sub.add_parser("evaluate", help="score a model on a property by the paper's cross-validated protocols",

@@ -377,3 +377,21 @@ def test_tampered_download_and_tampered_cache_are_refused(hosted_model, tmp_path
     with pytest.raises(ModelFileError, match="delete it") as err:
         registry.model_file("test-remote", cache=cache)
     assert str(path) in str(err.value)
+
+
+def test_cli_featurize_progress_flag(tmp_path, capfd, monkeypatch):
+    from skpolysrl import cli
+
+    table = tmp_path / "in.csv"
+    pd.DataFrame({"formula": FORMULAS}).to_csv(table, index=False)
+    out = tmp_path / "out.csv"
+    assert cli.main(["featurize", "--input", str(table), "--out", str(out)]) == 0
+    assert "PolySRLFeaturizer" not in capfd.readouterr().err  # short table, not a terminal: quiet
+    assert cli.main(["featurize", "--input", str(table), "--out", str(out), "--progress"]) == 0
+    assert f"{len(FORMULAS)}/{len(FORMULAS)}" in capfd.readouterr().err
+    monkeypatch.setattr(cli, "_AUTO_PROGRESS_ROWS", 5)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert cli.main(["featurize", "--input", str(table), "--out", str(out)]) == 0  # long, on a terminal
+    assert f"{len(FORMULAS)}/{len(FORMULAS)}" in capfd.readouterr().err
+    np.testing.assert_allclose(pd.read_csv(out)[PolySRLFeaturizer().feature_labels()].to_numpy(),
+                               PolySRLFeaturizer().transform(FORMULAS), rtol=1e-5, atol=1e-6)
