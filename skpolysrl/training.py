@@ -17,8 +17,8 @@ import torch
 
 from . import distributed as _ddp
 from .graphs import gaussian_expansion
-from .nn import output_features_np
 from .loss import kl_to_standard_normal, nt_xent_loss, pair_logits, polymorph_match, soft_contrastive_loss
+from .nn import output_features_np
 
 __all__ = ["pretrain", "encode", "embedding_diagnostics", "augment_stoichiometry", "HeldOutProbe", "OBJECTIVES",
            "STRUCTURE_OBJECTIVES"]
