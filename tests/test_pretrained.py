@@ -147,6 +147,23 @@ def test_weights_are_loaded_once_per_process_and_shared_read_only():
         assert p.data_ptr() != q.data_ptr()
 
 
+def test_first_use_from_many_threads_loads_the_weights_once(monkeypatch, reference):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skpolysrl import featurizer
+
+    monkeypatch.setattr(featurizer, "_SHARED_MODELS", {})
+    loads = []
+    original = featurizer._load_model_file
+    monkeypatch.setattr(featurizer, "_load_model_file", lambda path: loads.append(path) or original(path))
+    featurizers = [PolySRLFeaturizer(verbose=False) for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda f: f.transform(FORMULAS), featurizers))
+    assert len(loads) == 1
+    for X in results:
+        np.testing.assert_allclose(X, reference, rtol=1e-6, atol=1e-7)
+
+
 def test_sklearn_tools_work_without_fit(band_gap):
     sub = band_gap.sample(120, random_state=0)
     X, y = sub[["formula"]], sub["target"].to_numpy()
