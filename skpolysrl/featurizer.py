@@ -641,7 +641,8 @@ class PolySRLFeaturizer(BaseFeaturizer):
             entries, positions, features = batch
             i = positions.get(id(x))
             if i is not None and not np.isnan(features[i, -1]):
-                return list(features[i]) + [float("nan")] if return_errors else features[i]
+                row = features[i].tolist()  # Python floats: pickled back to the parent ~50x faster than numpy scalars
+                return row + [float("nan")] if return_errors else row
         if ignore_errors:
             return super().featurize_wrapper(x, return_errors=return_errors, ignore_errors=ignore_errors)
         return self.featurize(*x)  # our typed error as is: matminer re-raises type(e)(message), which it cannot rebuild
