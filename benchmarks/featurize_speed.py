@@ -276,7 +276,7 @@ def main():
         "",
         "Each cell: median over the repeats (each repeat in brackets). Every worker is a fresh process with the",
         "libraries imported (untimed); \"cold\" is the first pass in that process, \"warm\" a second pass in",
-        "the same process (new featurizer object, formula cache cleared: only imports and file caches warm).",
+        "the same process (new featurizer object, formula cache cleared: imports, file caches and the loaded weights warm).",
         "Featurizing formulas never imports torch_geometric; loading the weights is in the cold `transform`.",
         "Ratios are taken within each repeat (same run), then the median.",
         "",
