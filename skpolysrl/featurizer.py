@@ -385,11 +385,21 @@ class PolySRLFeaturizer(BaseFeaturizer):
             lazy = self._lazy = (source, _shared_model(self.pretrained, device))
         return lazy[1]
 
+    @model_.setter
+    def model_(self, model):  # this featurizer's own weights from now on (as fit sets them)
+        self._model = model
+        self._device = str(next(model.parameters()).device)
+        self._fitted_from = self.pretrained
+
     @property
     def device_(self):
         if "_model" in vars(self):
             return self._device
         return _ddp.local_device(_resolve_device(self.device))  # under torchrun: cuda:LOCAL_RANK
+
+    @device_.setter
+    def device_(self, device):
+        self._device = device
 
     @property
     def n_features_out_(self):

@@ -147,6 +147,21 @@ def test_weights_are_loaded_once_per_process_and_shared_read_only():
         assert p.data_ptr() != q.data_ptr()
 
 
+def test_assigning_model_makes_it_the_featurizers_own(reference):
+    import copy
+
+    import torch
+
+    f = PolySRLFeaturizer(verbose=False)
+    own = copy.deepcopy(f.model_)
+    with torch.no_grad():
+        own.stoichiometry.lin_mu.bias.add_(1.0)
+    f.model_ = own
+    assert f.model_ is own and f.device_ == "cpu" and PolySRLFeaturizer().model_ is not own
+    assert not np.allclose(f.transform(FORMULAS), reference, atol=1e-3)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(f)).transform(FORMULAS), f.transform(FORMULAS), atol=1e-7)
+
+
 def test_first_use_from_many_threads_loads_the_weights_once(monkeypatch, reference):
     from concurrent.futures import ThreadPoolExecutor
 
