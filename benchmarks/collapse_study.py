@@ -61,7 +61,7 @@ def main():
     mp_gap = mp_gap.sample(2000, random_state=0)
     data = load_mp_structures(limit=a.limit)
 
-    untrained = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False).fit(["H"])
+    untrained = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False).fit(band_gap.formula)
     base = quick_band_gap_mae(untrained, band_gap)
     t0 = time.perf_counter()
     f = PolySRLFeaturizer(pretrained=None, epochs=a.epochs, lr=a.lr, warmup_epochs=a.warmup_epochs,

@@ -14,10 +14,10 @@ Thread settings are left at their defaults (and recorded).
 Workers (the same modules are imported, untimed, in every worker: numpy, pandas, torch,
 skpolysrl, pymatgen Composition, matminer ElementProperty and StrToComposition):
 
-* ``transform``: ``PolySRLFeaturizer(verbose=False).fit(["H"])`` (loads the shipped
-  weights; the first load in a process also imports torch_geometric), then
-  ``transform(formulas)``. Then a second, "warm-process" pass: a new featurizer and the
-  formula cache cleared, so only imports are warm.
+* ``transform``: ``PolySRLFeaturizer(verbose=False)`` (no fit), then
+  ``transform(formulas)``, which loads the shipped weights on first use. Then a second,
+  "warm-process" pass: a new featurizer and the formula cache cleared, so only imports
+  and the per-process weight cache are warm.
 * ``magpie``: ``ElementProperty.from_preset("magpie")``, ``set_n_jobs(1)``,
   ``[Composition(f) for f in formulas]``, ``featurize_many(compositions,
   ignore_errors=True, pbar=False)``. Then the same again (warm process).
@@ -29,6 +29,18 @@ skpolysrl, pymatgen Composition, matminer ElementProperty and StrToComposition):
 * ``df_magpie``: ``StrToComposition()`` (n_jobs=1) ``.featurize_dataframe(df, "formula")``
   then ``ElementProperty.from_preset("magpie")`` (n_jobs=1)
   ``.featurize_dataframe(df, "composition", ignore_errors=True)``. Then a warm pass.
+
+matminer's process pool (``MULTI_KINDS``, one fresh process each per repeat, matminer's
+default ``n_jobs`` = cpu_count(), ``pbar=False``, on a column of Compositions made by
+``StrToComposition`` before the clock starts):
+
+* ``pool_magpie``: ``ElementProperty.from_preset("magpie").featurize_dataframe(df, "composition")``.
+* ``pool_ours``: ``PolySRLFeaturizer().featurize_dataframe(df, "composition")`` (batched in
+  the process: it does not use the pool).
+* ``pool_multi``: ``MultipleFeaturizer([ElementProperty.from_preset("magpie"),
+  PolySRLFeaturizer()]).featurize_dataframe(df, "composition")``: matminer calls each
+  featurizer once per row in the pool workers.
+* ``pool_multi_ours``: ``MultipleFeaturizer([PolySRLFeaturizer()])`` alone the same way.
 
 Peak memory is ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the worker process,
 before the timed work (after imports and reading the formulas) and at its end.
@@ -50,6 +62,7 @@ warnings.filterwarnings("ignore")
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.environ.get("SKPOLYSRL_MATBENCH_DIR", "/work/shared/data/matbench")
 KINDS = ("transform", "magpie", "df_ours", "df_magpie")
+MULTI_KINDS = ("pool_magpie", "pool_ours", "pool_multi", "pool_multi_ours")
 
 
 def sample_formulas(n, seed):
@@ -96,6 +109,8 @@ def worker(kind, n, seed):
     from skpolysrl._formula import _parse_hashable
 
     formulas = sample_formulas(n, seed)
+    if kind in MULTI_KINDS:
+        return pool_worker(kind, formulas)
     out = {"kind": kind, "rss_before_mb": maxrss_mb(), "torch_threads": torch.get_num_threads()}
 
     def timed(fn):
@@ -106,7 +121,7 @@ def worker(kind, n, seed):
     for run in ("cold", "warm"):
         _parse_hashable.cache_clear()
         if kind == "transform":
-            load, f = timed(lambda: PolySRLFeaturizer(verbose=False).fit(["H"]))
+            load, f = timed(lambda: PolySRLFeaturizer(verbose=False))  # no fit: weights load on first use
             work, X = timed(lambda: f.transform(formulas))
             out[run] = {"load_s": load, "work_s": work, "total_s": load + work}
             out["n_distinct_strings"] = len(set(formulas))
@@ -146,7 +161,7 @@ def worker(kind, n, seed):
             out["shape"] = list(res.shape)
         out[run]["rss_peak_mb"] = maxrss_mb()
     if kind == "df_ours":  # untimed: a Composition column gives the numbers transform gives the strings
-        f = PolySRLFeaturizer(verbose=False).fit(["H"])
+        f = PolySRLFeaturizer(verbose=False)
         stc = StrToComposition()
         stc.set_n_jobs(1)
         dfc = stc.featurize_dataframe(pd.DataFrame({"formula": formulas}), "formula", pbar=False)
@@ -157,6 +172,37 @@ def worker(kind, n, seed):
         out["composition_column_max_abs_diff"] = float(np.abs(from_comps - from_strings).max())
         out["string_column_equal"] = bool(np.array_equal(from_df_strings, from_strings.astype(np.float64)))
     print("RESULT " + json.dumps(out))
+
+
+def pool_worker(kind, formulas):
+    """One pass of a matminer process-pool featurization (matminer's default n_jobs)."""
+    import pandas as pd
+    from matminer.featurizers.base import MultipleFeaturizer
+    from matminer.featurizers.composition import ElementProperty
+    from matminer.featurizers.conversions import StrToComposition
+
+    from skpolysrl import PolySRLFeaturizer
+
+    stc = StrToComposition()
+    stc.set_n_jobs(1)
+    df = stc.featurize_dataframe(pd.DataFrame({"formula": formulas}), "formula", pbar=False)
+    make = {
+        "pool_magpie": lambda: ElementProperty.from_preset("magpie"),
+        "pool_ours": lambda: PolySRLFeaturizer(verbose=False),
+        "pool_multi": lambda: MultipleFeaturizer([ElementProperty.from_preset("magpie"), PolySRLFeaturizer(verbose=False)]),
+        "pool_multi_ours": lambda: MultipleFeaturizer([PolySRLFeaturizer(verbose=False)]),
+    }[kind]
+    t = time.perf_counter()
+    featurizer = make()
+    res = featurizer.featurize_dataframe(df, "composition", pbar=False)
+    out = {"kind": kind, "total_s": time.perf_counter() - t, "shape": list(res.shape), "n_jobs": featurizer.n_jobs,
+           "n_nan_rows": int(res.iloc[:, 2:].isna().any(axis=1).sum())}
+    print("RESULT " + json.dumps(out))
+
+
+def run_in(result):
+    """Whether a worker's result has cold/warm passes (the pool workers run one pass)."""
+    return "cold" in result
 
 
 def run_worker(kind, a, env=None):
@@ -173,7 +219,7 @@ def main():
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--worker", choices=KINDS)
+    p.add_argument("--worker", choices=KINDS + MULTI_KINDS)
     p.add_argument("--out", default=os.path.join(HERE, "results", "featurize_speed.md"))
     a = p.parse_args()
     if a.worker:
@@ -184,12 +230,12 @@ def main():
     load_before = os.getloadavg()
     runs = []
     for r in range(a.repeats):
-        res = {kind: run_worker(kind, a) for kind in KINDS}
+        res = {kind: run_worker(kind, a) for kind in KINDS + MULTI_KINDS}
         # not the default: one torch thread (much less sensitive to other load on a shared machine)
         res["transform_1thread"] = run_worker("transform", a, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
         runs.append(res)
-        print(f"repeat {r + 1}: " + json.dumps({k: {run: v[run] for run in ("cold", "warm")} for k, v in res.items()}),
-              flush=True)
+        print(f"repeat {r + 1}: " + json.dumps({k: {run: v[run] for run in ("cold", "warm")} if run_in(v) else v
+                                                for k, v in res.items()}), flush=True)
     load_after = os.getloadavg()
 
     def med(fn):
@@ -230,16 +276,17 @@ def main():
         "",
         "Each cell: median over the repeats (each repeat in brackets). Every worker is a fresh process with the",
         "libraries imported (untimed); \"cold\" is the first pass in that process, \"warm\" a second pass in",
-        "the same process (new featurizer object, formula cache cleared: only imports and file caches warm).",
-        "The first skpolysrl load in a process imports torch_geometric (lazily); that is in the cold load.",
+        "the same process (new featurizer object, formula cache cleared: imports, file caches and the loaded weights warm).",
+        "Featurizing formulas never imports torch_geometric; loading the weights is in the cold `transform`.",
         "Ratios are taken within each repeat (same run), then the median.",
         "",
         f"## (a) Load + featurize {n:,} formulas",
         "",
         "| what | cold | warm |",
         "|---|---|---|",
-        f"| skpolysrl: `PolySRLFeaturizer().fit([\"H\"])` (load weights) | {cells(lambda run: get('transform', run, 'load_s'))} |",
-        f"| skpolysrl: `transform(formulas)` | {cells(lambda run: get('transform', run, 'work_s'))} |",
+        f"| skpolysrl: `PolySRLFeaturizer()` (no fit) | {cells(lambda run: get('transform', run, 'load_s'))} |",
+        "| skpolysrl: `transform(formulas)` (loads the weights on first use in the process) | "
+        f"{cells(lambda run: get('transform', run, 'work_s'))} |",
         f"| **skpolysrl total** | {cells(lambda run: get('transform', run, 'total_s'))} |",
         f"| Magpie: `from_preset(\"magpie\")` + `set_n_jobs(1)` | {cells(lambda run: get('magpie', run, 'load_s'))} |",
         f"| Magpie: `[Composition(f) for f in formulas]` | {cells(lambda run: get('magpie', run, 'parse_s'))} |",
@@ -295,6 +342,28 @@ def main():
         f"(max abs difference {max(r['df_ours']['composition_column_max_abs_diff'] for r in runs):.3g}); "
         "`featurize_dataframe` on the string column equals `transform`: "
         f"{all(r['df_ours']['string_column_equal'] for r in runs)}.",
+        "",
+        f"## (c) matminer's process pool: `featurize_dataframe(df, \"composition\")` with default n_jobs "
+        f"({first['pool_multi']['n_jobs']} workers), {n:,} Compositions",
+        "",
+        "One fresh process per cell and repeat; `pbar=False`. `MultipleFeaturizer` calls each featurizer once per row "
+        "in the pool workers (chunks of 10 rows, a new worker per chunk); PolySRLFeaturizer encodes each chunk in one "
+        "batch and the workers inherit the weights loaded by the parent.",
+        "",
+        "| what | time |",
+        "|---|---|",
+        f"| Magpie alone: `ElementProperty.from_preset(\"magpie\")` | {fmt_runs(lambda r: r['pool_magpie']['total_s'], digits=3)} |",
+        f"| PolySRL alone: `PolySRLFeaturizer()` (batched in-process, no pool) | {fmt_runs(lambda r: r['pool_ours']['total_s'], digits=3)} |",
+        "| the two run separately (sum) | "
+        f"{fmt_runs(lambda r: r['pool_magpie']['total_s'] + r['pool_ours']['total_s'], digits=3)} |",
+        f"| **`MultipleFeaturizer([Magpie, PolySRL])`** | {fmt_runs(lambda r: r['pool_multi']['total_s'], digits=3)} |",
+        "| **ratio MultipleFeaturizer / the two separately** (goal <= 1.5) | "
+        f"{fmt_runs(lambda r: r['pool_multi']['total_s'] / (r['pool_magpie']['total_s'] + r['pool_ours']['total_s']), 'x', 2)} |",
+        f"| `MultipleFeaturizer([PolySRL])` (PolySRL per row in the pool) | {fmt_runs(lambda r: r['pool_multi_ours']['total_s'], digits=3)} |",
+        "",
+        f"Output frames: Magpie {tuple(first['pool_magpie']['shape'])}, PolySRL {tuple(first['pool_ours']['shape'])}, "
+        f"MultipleFeaturizer {tuple(first['pool_multi']['shape'])}; rows with a NaN feature: "
+        f"{first['pool_magpie']['n_nan_rows']}, {first['pool_ours']['n_nan_rows']}, {first['pool_multi']['n_nan_rows']}.",
         "",
     ]
     text = "\n".join(lines)

@@ -68,15 +68,15 @@ def main():
         rows.append((name, r["mae_mean"], r["mae_std"], r["r2_mean"], time.perf_counter() - t))
         print(rows[-1], flush=True)
 
-    model = PolySRLFeaturizer(pretrained=a.model, verbose=False).fit(["H"])
-    untrained = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False).fit(["H"])
+    model = PolySRLFeaturizer(pretrained=a.model, verbose=False)
+    untrained = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False).fit(formulas)
     X_model = model.transform(formulas)
     X_rand = untrained.transform(formulas)
     X_magpie = magpie_features(formulas)
     probe(f"PolySRL ({a.model})", X_model)
     for other in a.also:
         probe(f"PolySRL ({os.path.basename(other)})",
-              PolySRLFeaturizer(pretrained=other, verbose=False).fit(["H"]).transform(formulas))
+              PolySRLFeaturizer(pretrained=other, verbose=False).transform(formulas))
     probe("Rand init. (untrained encoder)", X_rand)
     probe("Magpie + same head", X_magpie)
     probe("Magpie + RandomForest(300)", X_magpie, RandomForestRegressor(n_estimators=300, random_state=0, n_jobs=1))
@@ -95,7 +95,7 @@ def main():
     speed_formulas = (pool * (a.n_speed // len(pool) + 1))[: a.n_speed]
     t = time.perf_counter()
     f = PolySRLFeaturizer(verbose=False) if a.model == "default" else PolySRLFeaturizer(pretrained=a.model, verbose=False)
-    f.fit(["H"]).transform(speed_formulas)
+    f.transform(speed_formulas)
     ours = time.perf_counter() - t
     n_magpie = min(2000, a.n_speed)
     t = time.perf_counter()

@@ -28,7 +28,7 @@ def main():
     formulas = (pool * (a.n // len(pool) + 1))[: a.n]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
-    X = PolySRLFeaturizer(verbose=False).fit(["H"]).transform(formulas)
+    X = PolySRLFeaturizer(verbose=False).transform(formulas)
     seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = (f"# Transform memory\n\nCommand: `python benchmarks/transform_memory.py --n {a.n}`, shipped model, "

@@ -22,7 +22,7 @@ def main(argv=None):
     parser.add_argument("--fast", action="store_true", help="use 300 band gap rows instead of all 2,482")
     args = parser.parse_args(argv)
 
-    featurizer = PolySRLFeaturizer(pretrained=args.model, verbose=False).fit(["H"])
+    featurizer = PolySRLFeaturizer(pretrained=args.model, verbose=False)
     formulas = ["Fe2O3", "GaAs", "Bi2Te2.7Se0.3", "(Bi2Te3)0.9(Sb2Te3)0.1", "SiO2", "TiO2", "Cu2ZnSnS4"]
     X = featurizer.transform(formulas)
     print(f"PolySRL features: {X.shape[0]} formulas x {X.shape[1]} columns (200-d mean embedding + uncertainty)")

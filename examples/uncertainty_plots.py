@@ -36,7 +36,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
 
-    featurizer = PolySRLFeaturizer(pretrained=args.model, verbose=False).fit(["H"])
+    featurizer = PolySRLFeaturizer(pretrained=args.model, verbose=False)
 
     # Fig. 3a: structures per formula in the pretraining corpus vs uncertainty
     corpus = load_mp_structures(limit=2000 if args.fast else None, structures=False)

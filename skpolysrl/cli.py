@@ -143,6 +143,9 @@ def cmd_pretrain(args):
     print(f"wrote {args.out} ({len(data)} structures, {args.epochs} epochs, {time.perf_counter() - t0:.0f} s)")
 
 
+_AUTO_PROGRESS_ROWS = 100_000
+
+
 def cmd_featurize(args):
     from .datasets._tables import row_label
     from .featurizer import PolySRLFeaturizer
@@ -152,9 +155,13 @@ def cmd_featurize(args):
         raise SystemExit(f"error: no column {args.formula_col!r} in {args.input}; columns: {list(table.columns)}")
     f = PolySRLFeaturizer(pretrained=_model_source(args.model, args.trust_pickle), verbose=False,
                           transform_batch_size=args.batch_size, random_state=0)
-    f.fit(["H"])
+    if args.model == "none":
+        f.fit(table[args.formula_col])  # random weights (seeded); pretrained models need no fit
+    progress = args.progress
+    if progress is None:  # long featurizations show a sign of life; pipes and short tables stay quiet
+        progress = sys.stderr.isatty() and len(table) >= _AUTO_PROGRESS_ROWS
     try:
-        out = f.featurize_dataframe(table, args.formula_col, ignore_errors=args.ignore_errors, pbar=args.progress)
+        out = f.featurize_dataframe(table, args.formula_col, ignore_errors=args.ignore_errors, pbar=progress)
     except FormulaError as exc:
         if exc.position is None:
             raise
@@ -320,14 +327,17 @@ def build_parser():
                                      "embedding) and polysrl_uncertainty (its variance).",
                          epilog=_FEATURIZE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     fea.add_argument("--model", default="default",
-                     help="'default' (shipped), 'none' (random) or a model file (.pt, written by 'skpolysrl "
+                     help="'default' (shipped), another registered model name (downloaded once into the cache, "
+                          "see SKPOLYSRL_CACHE), 'none' (random) or a model file (.pt, written by 'skpolysrl "
                           "pretrain' or PolySRLFeaturizer.save; holds weights only, no code runs)")
     fea.add_argument("--input", required=True, help="table to read: .csv, .tsv, .xlsx, .parquet or .json")
     fea.add_argument("--formula-col", default="formula", help="name of the column of formulas (default: formula)")
     fea.add_argument("--out", required=True, help="output .csv or .parquet")
     fea.add_argument("--batch-size", type=int, default=4096, help="formulas per forward pass (default: 4096)")
     fea.add_argument("--ignore-errors", action="store_true", help="NaN rows for invalid formulas instead of failing")
-    fea.add_argument("--progress", action="store_true", help="show a progress bar")
+    fea.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show a progress bar (default: on a terminal, for tables of "
+                          f"{_AUTO_PROGRESS_ROWS:,} rows or more)")
     fea.set_defaults(func=cmd_featurize)
 
     ev = sub.add_parser("evaluate", help="score a model on a property by the paper's cross-validated protocols",

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._compat import import_torch_geometric
 from .graphs import GraphSettings
 
 __all__ = ["StructureEncoder", "StoichiometryEncoder", "PolySRLModel", "ModelConfig", "build_head",
@@ -30,7 +29,7 @@ def output_features(mu, log_sigma):
     return torch.cat([mu, torch.exp((2 * log_sigma).mean(dim=1, keepdim=True))], dim=1)
 
 
-def output_features_np(mu, log_sigma, dtype=np.float32):
+def output_features_np(mu, log_sigma, dtype=np.float64):
     """:func:`output_features` for numpy arrays (the uncertainty is computed in float64)."""
     uncertainty = np.exp(np.mean(2.0 * np.asarray(log_sigma, dtype=np.float64), axis=1, keepdims=True))
     return np.hstack([np.asarray(mu, dtype=dtype), uncertainty.astype(dtype)])
@@ -164,6 +163,37 @@ class StructureEncoder(nn.Module):
         return F.normalize(segment_sum(x, batch, num_graphs), dim=-1)
 
 
+class _GCNWeights(nn.Module):
+    """The parameters of PyG's ``GCNConv(d, d)`` (``lin.weight``, ``bias``): names, shapes and seeded
+    initialisation alike (glorot drawn twice, as PyG's constructor does, and a zero bias), so
+    model files and seeded runs are unchanged without importing torch_geometric. The layer
+    itself is computed in :meth:`StoichiometryEncoder.node_embeddings`."""
+
+    def __init__(self, in_dim, out_dim):
+        super().__init__()
+        self.lin = nn.Module()  # holds lin.weight as PyG names it; torch.empty draws no random numbers
+        self.lin.weight = nn.Parameter(torch.empty(out_dim, in_dim))
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+        bound = float(np.sqrt(6.0 / (in_dim + out_dim)))
+        with torch.no_grad():
+            for _ in range(2):  # PyG's Linear initialises on construction, GCNConv once more
+                self.lin.weight.uniform_(-bound, bound)
+
+
+class _Set2SetWeights(nn.Module):
+    """The parameters of PyG's ``Set2Set(d, steps)`` (an ``lstm`` of input 2d, hidden d) with its
+    seeded initialisation (the LSTM's default drawn twice: on construction and by Set2Set's
+    ``reset_parameters``). The readout itself is :func:`set2set`."""
+
+    def __init__(self, in_channels, processing_steps):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = 2 * in_channels
+        self.processing_steps = processing_steps
+        self.lstm = nn.LSTM(self.out_channels, in_channels)
+        self.lstm.reset_parameters()
+
+
 class StoichiometryEncoder(nn.Module):
     """Stoichiometry graph -> Gaussian (mean, log sigma), each (n_graphs, hidden_dim).
 
@@ -175,20 +205,17 @@ class StoichiometryEncoder(nn.Module):
 
     def __init__(self, element_table, hidden_dim=200, n_layers=3, set2set_steps=2, log_sigma_init=None):
         super().__init__()
-        pyg = import_torch_geometric()
         element_table = torch.tensor(np.array(element_table, dtype=np.float32))
         self.register_buffer("element_table", element_table)
         in_dim = element_table.shape[1]
         self.input = nn.Identity() if in_dim == hidden_dim else nn.Linear(in_dim, hidden_dim)
-        # the graph is fully connected *with* self loops already: don't add more. The PyG modules hold
-        # the parameters (their initialisation and state-dict names); forward computes the same
-        # functions faster (node_embeddings, set2set)
-        self.convs = nn.ModuleList(
-            pyg.nn.GCNConv(hidden_dim, hidden_dim, add_self_loops=False) for _ in range(n_layers)
-        )
+        # GCN layers without self loops added (the graph is fully connected *with* them already) and
+        # Set2Set readouts: these modules hold PyG's parameters (names, initialisation); forward
+        # computes the same functions faster (node_embeddings, set2set) and needs no torch_geometric
+        self.convs = nn.ModuleList(_GCNWeights(hidden_dim, hidden_dim) for _ in range(n_layers))
         self.jumping_knowledge = nn.Linear(hidden_dim * (n_layers + 1), hidden_dim)
-        self.set2set_mu = pyg.nn.Set2Set(hidden_dim, processing_steps=set2set_steps)
-        self.set2set_sigma = pyg.nn.Set2Set(hidden_dim, processing_steps=set2set_steps)
+        self.set2set_mu = _Set2SetWeights(hidden_dim, set2set_steps)
+        self.set2set_sigma = _Set2SetWeights(hidden_dim, set2set_steps)
         self.lin_mu = nn.Linear(2 * hidden_dim, hidden_dim)
         self.lin_sigma = nn.Linear(2 * hidden_dim, hidden_dim)
         if log_sigma_init is not None:  # start with small variances: samples near the mean, not noise

@@ -100,7 +100,7 @@ def plot_uncertainty_vs_polymorphs(n_structures, uncertainty, ax=None, max_count
     >>> from skpolysrl.datasets import load_mp_structures
     >>> from skpolysrl.plotting import plot_uncertainty_vs_polymorphs
     >>> counts = count_structures_per_formula(load_mp_structures(structures=False).formula)
-    >>> u = PolySRLFeaturizer(verbose=False).fit(["H"]).transform(counts.index)[:, -1]
+    >>> u = PolySRLFeaturizer(verbose=False).transform(counts.index)[:, -1]
     >>> ax = plot_uncertainty_vs_polymorphs(counts.to_numpy(), u)  # doctest: +SKIP
     """
     counts = _vector(n_structures, "n_structures")

@@ -30,10 +30,6 @@ from .training import _stoich_tensors, encode
 __all__ = ["PolySRLRegressor"]
 
 
-def _features_np(mu, log_sigma):
-    return output_features_np(mu, log_sigma, dtype=np.float64)
-
-
 def _sample_means(mu, log_sigma, generator):
     """One draw from each formula's Gaussian, projected back on the unit sphere like the means."""
     import torch
@@ -231,14 +227,14 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"y contains NaN or infinity in {len(bad)} rows (first: row {bad[0]}); drop them")
         if n < 2:
             raise ValueError(f"need at least 2 training formulas, got {n}")
-        model = self._featurizer().fit(["H"]).model_.cpu()  # the encoder named by `pretrained`
+        model = self._featurizer()._initial_model(0)  # a copy of the encoder named by `pretrained`
         model.structure = None
         rng = check_random_state(self.random_state)
         seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_estimators)
         self.device_ = resolve_device(self.device)
         self.validation_mae_ = None
         if not self.finetune:
-            features = _features_np(*encode(model, StoichiometryTable(stoich)))
+            features = output_features_np(*encode(model, StoichiometryTable(stoich)))
             self.lr_ = 1e-3 if self.lr == "auto" else float(self.lr)
             self.estimators_ = [
                 MLPHeadRegressor(hidden_dim=self.hidden_dim, epochs=self._epochs(), lr=self.lr_,
@@ -278,7 +274,7 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
         import torch
 
         table = StoichiometryTable(stoich)
-        start = _features_np(*encode(model, table))
+        start = output_features_np(*encode(model, table))
         mean, scale = start.mean(axis=0), start.std(axis=0)
         scale[~(scale > 0)] = 1.0
         encoder = copy.deepcopy(model)
@@ -325,7 +321,7 @@ class PolySRLRegressor(RegressorMixin, BaseEstimator):
     def _probe_predict(self, head, mu, log_sigma, n_draws=0, seed=0):
         import torch
 
-        features = _features_np(mu, log_sigma)
+        features = output_features_np(mu, log_sigma)
         mean = head.predict(features)
         if not n_draws:
             return mean

@@ -132,7 +132,7 @@ class HeldOutProbe:
         self.epochs = epochs
 
     def __call__(self, model, device="cpu"):
-        X = output_features_np(*encode(model, self.table, device=device), dtype=np.float64)
+        X = output_features_np(*encode(model, self.table, device=device))  # the columns users get
         head = MLPHeadRegressor(epochs=self.epochs, random_state=self.seed)
         return cross_validate_probe(X, self.targets, estimator=head, n_splits=self.n_splits, seed=self.seed)["mae_mean"]
 

@@ -285,7 +285,7 @@ def test_cli_pretrain_on_a_directory(poscar_dir, reference, tmp_path, capsys):
     assert main(["pretrain", "--recipe", "paper", "--data", str(poscar_dir), "--epochs", "1", "--batch-size", "16", "--device", "cpu",
                  "--seed", "0", "--quiet", "--out", str(model)]) == 0
     assert f"({N} structures" in capsys.readouterr().out
-    loaded = PolySRLFeaturizer(pretrained=str(model), verbose=False).fit(["H"])
+    loaded = PolySRLFeaturizer(pretrained=str(model), verbose=False)
     np.testing.assert_array_equal(loaded.transform(FORMULAS), reference.transform(FORMULAS))
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -336,7 +336,7 @@ def test_str_to_composition_then_polysrl_matches_transform(default_featurizer, b
 
 def test_structure_column_uses_the_structure_composition(default_featurizer, mp_small):
     df = mp_small.head(30)[["formula", "structure"]].copy()
-    f = default_featurizer.fit(["H"])
+    f = default_featurizer
     out = f.featurize_dataframe(df, "structure", pbar=False)
     X = out[f.feature_labels()].to_numpy()
     np.testing.assert_allclose(X, f.transform(df.formula), rtol=1e-6, atol=1e-7)
@@ -350,7 +350,7 @@ def test_str_to_composition_bad_rows_give_nan_and_errors(default_featurizer):
     stc = StrToComposition()
     stc.set_n_jobs(1)
     df = stc.featurize_dataframe(df, "formula", ignore_errors=True, pbar=False)  # "fe2o3" -> NaN composition
-    f = default_featurizer.fit(["H"])
+    f = default_featurizer
     with pytest.raises(ValueError):
         f.featurize_dataframe(df, "composition", pbar=False)
     out = f.featurize_dataframe(df, "composition", ignore_errors=True, return_errors=True, pbar=False)

@@ -25,12 +25,12 @@ def test_default_weights_ship_and_load_with_weights_only():
 
 
 def test_default_featurizer_transforms_real_formulas(band_gap):
-    f = PolySRLFeaturizer().fit(["H"])
+    f = PolySRLFeaturizer()
     X = f.transform(band_gap.formula.head(200).tolist())
     assert X.shape == (200, 201) and np.isfinite(X).all()
     assert np.ptp(X[:, -1]) > 0
     # the shipped model is not the untrained encoder
-    rand = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False).fit(["H"]).transform(["NaCl"])
+    rand = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False).fit_transform(["NaCl"])
     assert not np.allclose(rand, f.transform(["NaCl"]))
 
 

@@ -47,7 +47,7 @@ def _close_figures():
 def featurizer():
     from skpolysrl import PolySRLFeaturizer
 
-    return PolySRLFeaturizer(verbose=False).fit(["H"])
+    return PolySRLFeaturizer(verbose=False)
 
 
 @pytest.fixture(scope="module")

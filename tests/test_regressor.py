@@ -107,7 +107,7 @@ def test_return_std_combines_ensemble_and_representation(data):
     _, s1 = one.predict(X[:40], return_std=True)
     p3, s3 = three.predict(X[:40], return_std=True)
     assert (s1 > 0).all() and np.isfinite(s1).all(), "the representation's variance alone gives a spread"
-    features = PolySRLFeaturizer(verbose=False).fit(["H"]).transform(X[:40])  # the same frozen default encoder
+    features = PolySRLFeaturizer(verbose=False).transform(X[:40])  # the same frozen default encoder
     members = np.stack([h.predict(features) for h in three.estimators_])
     np.testing.assert_allclose(p3, members.mean(axis=0), rtol=1e-6, atol=1e-9)
     assert (s3**2 >= members.var(axis=0) - 1e-9).all(), "std includes the ensemble spread"
