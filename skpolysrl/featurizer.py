@@ -3,6 +3,7 @@
 scikit-learn transformer and matminer featurizer in one object.
 """
 
+import copy
 import numbers
 import os
 import sys
