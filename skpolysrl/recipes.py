@@ -35,8 +35,7 @@ import numpy as np
 import torch
 
 from ._formula import Stoichiometry, StoichiometryTable
-from ._runtime import seeded
-from .engine import Callback, EpochLog, HeldOutMonitor, KeepBest, ProgressBar, Trainer
+from .engine import EpochLog, HeldOutMonitor, KeepBest, ProgressBar, Trainer
 from .graphs import gaussian_expansion
 from .loss import nt_xent_loss, polymorph_match
 from .nn import segment_sum, set2set
@@ -347,6 +346,8 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
     # structures of polymorphic formulas and of alloy parents: their graphs are built once, together
     sample = np.sort(rng.permutation(n)[:recipe.max_structure_rows])
     plan = _variance_plan(stoichiometries, formula_ids, recipe, rng) if "variance" in stages else None
+    if "variance" in stages and plan is None:
+        stages = tuple(s for s in stages if s != "variance")
     needed = sample if plan is None else np.union1d(sample, plan["rows"])
     position = np.full(n, -1, dtype=np.int64)
     position[needed] = np.arange(len(needed))
@@ -430,8 +431,10 @@ def _variance_plan(stoichiometries, formula_ids, recipe, rng):
     n_formulas = int(formula_ids.max()) + 1
     counts = np.bincount(formula_ids, minlength=n_formulas)
     if not (counts > 1).any():
-        raise ValueError("the variance stage needs formulas with several structures (polymorphs); "
-                         "leave 'variance' out of StagedRecipe.stages or add polymorphs")
+        warnings.warn("no formula has several structures (polymorphs), so the variance stage is skipped and the "
+                      "uncertainty column keeps its starting values: add polymorphs to the structures, or leave "
+                      "'variance' out of StagedRecipe.stages to silence this", UserWarning, stacklevel=4)
+        return None
     first_row = np.unique(formula_ids, return_index=True)[1]
     formulas = [stoichiometries[i] for i in first_row]
     alloys, pairs = substitution_alloys(formulas, recipe.n_alloys, rng)

@@ -79,10 +79,10 @@ _REGISTRY = {
     "default": ModelEntry(
         name="default",
         filename="polysrl_default.pt",
-        sha256="3b7160b6e381c1a6a0439ee61dba52a5f77d66cda6c54108a27c89bba099b2d4",
-        size=5716701,
+        sha256="50c898534d979958c667955b5c242783f3f065dbdbcfbc3fbbb2e26787cdb8ba",
+        size=5715292,
         model_card="skpolysrl/weights/MODEL_CARD.md",
-        description="stoichiometry encoder pretrained on 20,000 Materials Project structures (shipped)",
+        description="stoichiometry encoder pretrained on Materials Project structures and DFT properties, variances fitted to 108,569 structures (shipped)",
     ),
 }
 _RESOLVED = {}  # (name, cache directory) -> path already fetched and checked in this process

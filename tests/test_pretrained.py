@@ -211,7 +211,7 @@ def test_transform_probe_and_regressor_build_the_same_columns(monkeypatch, refer
     """transform, the held-out probe (keep-best epochs) and the regressor score the same 201 columns."""
     import torch
 
-    from skpolysrl import evaluation
+    from skpolysrl import evaluation, training
     from skpolysrl._io import load_model
     from skpolysrl.nn import output_features
     from skpolysrl.regressor import _finetune_net
@@ -225,6 +225,7 @@ def test_transform_probe_and_regressor_build_the_same_columns(monkeypatch, refer
         return {"mae_mean": 0.0}
 
     monkeypatch.setattr(evaluation, "cross_validate_probe", capture)
+    monkeypatch.setattr(training, "cross_validate_probe", capture)  # the probe's own reference
     probe = HeldOutProbe(FORMULAS, np.arange(len(FORMULAS), dtype=float), max_samples=len(FORMULAS))
     probe(model)
     kept = np.random.default_rng(0).permutation(len(FORMULAS))  # the probe's row order (seed 0)

@@ -264,8 +264,8 @@ def test_a_second_writer_finishing_during_a_cache_write_does_not_break_it(mp_sma
 
 
 def test_a_failed_cache_write_leaves_no_temporary_file(mp_small, tmp_path, monkeypatch):
-    def disk_full(path, **kwargs):
-        open(path, "wb").write(b"partial")
+    def disk_full(file, **kwargs):  # the cache is written through a file object
+        file.write(b"partial")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "savez", disk_full)
