@@ -54,6 +54,16 @@ def property_matrix(formulas, paths, exclude):
     return np.column_stack(columns), counts
 
 
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
 def main():
     import torch
 
@@ -110,11 +120,11 @@ def main():
     seconds = time.perf_counter() - t0
     command = "python " + " ".join(sys.argv)
     save_model(f.model_, a.out, extra={"recipe": command, "history": f.history_}, include_structure_encoder=False)
-    with open(a.log, "w") as fh:
-        json.dump({"command": command, "seconds": seconds, "threads": a.threads, "n_structures": len(data),
-                   "n_formulas": int(data.formula.nunique()), "held_out_formulas": len(held),
-                   "property_coverage": coverage, "recipe": recipe.to_dict(), "history": f.history_}, fh, indent=1,
-                  default=float)
+    with open(a.log, "w") as fh:  # strict JSON: statistics an epoch lacks (NaN) become null
+        json.dump(_finite({"command": command, "seconds": seconds, "threads": a.threads, "n_structures": len(data),
+                           "n_formulas": int(data.formula.nunique()), "held_out_formulas": len(held),
+                           "property_coverage": coverage, "recipe": recipe.to_dict(), "history": f.history_}),
+                  fh, indent=1, allow_nan=False)
     print(f"wrote {a.out} in {seconds / 60:.1f} min", flush=True)
 
 

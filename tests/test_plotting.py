@@ -174,11 +174,13 @@ def test_plot_parity(featurizer, band_gap, tmp_path):
 # ------------------------------------------------------------------ training history
 def test_plot_training_history(tmp_path):
     with open(os.path.join(ROOT, "benchmarks", "results", "default_model_training.json")) as fh:
-        history = json.load(fh)["stage1b_alignment"]  # the shipped model's real per-epoch records
-    axes = plot_training_history(history)
+        log = json.load(fh)["history"]  # the shipped model's real per-epoch records, every stage
+    history = [r for r in log if r["stage"] == "supervised"]
+    keys = ("loss", "effective_rank", "mean_cosine")
+    axes = plot_training_history(history, keys=keys)
     _save(axes, tmp_path / "history.png")
     assert isinstance(axes, np.ndarray) and len(axes) == 3
-    for panel, key in zip(axes, ("loss", "probe_mae", "effective_rank")):
+    for panel, key in zip(axes, keys):
         (line,) = panel.lines
         assert line.get_gid() == key
         np.testing.assert_allclose(line.get_ydata(), [r[key] for r in history])
@@ -193,7 +195,7 @@ def test_plot_training_history(tmp_path):
     _save(ax, tmp_path / "history_one_axes.png")
 
     fig, pair = plt.subplots(1, 2)
-    assert len(plot_training_history(history, keys=("kl", "retrieval"), ax=pair)) == 2
+    assert len(plot_training_history(history, keys=("kl", "mean_uncertainty"), ax=pair)) == 2
     with pytest.raises(ValueError, match="available"):
         plot_training_history(history, keys=("nonexistent",))
     with pytest.raises(ValueError, match="empty"):
