@@ -91,15 +91,15 @@ skpolysrl.datasets.load_materials_project() (pip install "skpolysrl[mp]", MP_API
 matminer's load_dataset("matbench_mp_e_form"), then df.to_pickle("mp.pkl") and --data mp.pkl.
 
 examples:
-  skpolysrl pretrain --data my_cifs/ --epochs 100 --out my_model.pt
+  skpolysrl pretrain --data my_cifs/ --out my_model.pt                 # the staged default recipe
   skpolysrl pretrain --data vasp_runs/ --recursive --ignore-errors --out my_model.pt
-  skpolysrl pretrain --limit 1000 --epochs 5 --out quick.pt
+  skpolysrl pretrain --limit 1000 --recipe paper --epochs 5 --out quick.pt   # the paper's single stage
 
 several GPUs or nodes (torch.distributed; --batch-size stays the global batch, the result that of one
 process up to float rounding; rank 0 writes --out and prints):
-  torchrun --nproc_per_node=4 -m skpolysrl.cli pretrain --data mp.pkl --out my_model.pt
+  torchrun --nproc_per_node=4 -m skpolysrl.cli pretrain --data mp.pkl --recipe paper --out my_model.pt
   torchrun --nnodes=2 --nproc_per_node=4 --node_rank=N --master_addr=HOST0 --master_port=29500 \
-      -m skpolysrl.cli pretrain --data mp.pkl --out my_model.pt     # on node N = 0 (HOST0) and on N = 1
+      -m skpolysrl.cli pretrain --data mp.pkl --recipe paper --out my_model.pt   # on node N = 0 (HOST0), N = 1
 """
 
 
