@@ -82,9 +82,16 @@ def main():
     ]
     with open(a.out, "w") as fh:
         fh.write("\n".join(lines) + "\n")
+    def finite(value):  # strict JSON: statistics an epoch lacks (NaN) become null
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return None if isinstance(value, float) and not np.isfinite(value) else value
+
     with open(os.path.splitext(a.out)[0] + ".json", "w") as fh:
-        json.dump({"results": results, "auc": auc, "rho": rho, "fit_seconds": fit_seconds,
-                   "history": f.history_}, fh, indent=1, default=float)
+        json.dump(finite({"results": results, "auc": float(auc), "rho": float(rho), "fit_seconds": fit_seconds,
+                          "history": f.history_}), fh, indent=1, allow_nan=False)
     print("\n".join(lines))
 
 
