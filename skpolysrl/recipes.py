@@ -80,9 +80,16 @@ class StagedRecipe:
     floor_quantile : float, default=0.5
         The variance floor (what a single known structure gets) is this
         quantile of the polymorph spread of formulas with several structures.
-    n_alloys : int, default=5000
+    alloy_fraction : float, default=0.05
         Virtual substitutional alloys (see :func:`substitution_alloys`) added to
-        the variance stage, so that doped formulas learn to be uncertain.
+        the variance stage, as a share of the formulas, so that doped formulas
+        learn to be uncertain. A trade-off, measured from the shipped model on
+        the bundled corpus (5,667 formulas): no alloys gave a polymorphic vs
+        single ROC AUC of 0.76 and a doped vs stoichiometric one of 0.54; 500
+        alloys 0.69 and 0.59; as many alloys as formulas drowned the polymorph
+        signal (0.46).
+    n_alloys : int, optional
+        An exact number of alloys instead of ``alloy_fraction``.
     batch_size : int, default=256
     """
 
@@ -99,7 +106,8 @@ class StagedRecipe:
     variance_epochs: int = 30
     variance_lr: float = 3e-2
     floor_quantile: float = 0.5
-    n_alloys: int = 5000
+    alloy_fraction: float = 0.05
+    n_alloys: Optional[int] = None
     batch_size: int = 256
 
     def to_dict(self):
@@ -437,7 +445,8 @@ def _variance_plan(stoichiometries, formula_ids, recipe, rng):
         return None
     first_row = np.unique(formula_ids, return_index=True)[1]
     formulas = [stoichiometries[i] for i in first_row]
-    alloys, pairs = substitution_alloys(formulas, recipe.n_alloys, rng)
+    n_alloys = recipe.n_alloys if recipe.n_alloys is not None else int(round(recipe.alloy_fraction * len(formulas)))
+    alloys, pairs = substitution_alloys(formulas, n_alloys, rng)
     # structures to embed: every structure of a polymorphic formula or of an alloy's parent
     wanted = counts > 1
     if len(pairs):
