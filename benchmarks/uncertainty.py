@@ -65,11 +65,9 @@ def out_of_fold(X, y, make, seed=0):
 def load_model_features(name):
     from skpolysrl import PolySRLFeaturizer
 
-    if name == "untrained":
-        f = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False, device="cpu")
-    else:
-        f = PolySRLFeaturizer(pretrained=name, verbose=False, device="cpu")
-    return f.fit(["NaCl"])  # formulas: loads the weights, trains nothing
+    if name == "untrained":  # random weights exist after a fit on formulas (which trains nothing)
+        return PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False, device="cpu").fit(["NaCl"])
+    return PolySRLFeaturizer(pretrained=name, verbose=False, device="cpu")
 
 
 def main():
