@@ -18,6 +18,7 @@ import time
 import warnings
 
 import numpy as np
+from _report import strict_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -82,15 +83,8 @@ def main():
     ]
     with open(a.out, "w") as fh:
         fh.write("\n".join(lines) + "\n")
-    def finite(value):  # strict JSON: statistics an epoch lacks (NaN) become null
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [finite(v) for v in value]
-        return None if isinstance(value, float) and not np.isfinite(value) else value
-
-    with open(os.path.splitext(a.out)[0] + ".json", "w") as fh:
-        json.dump(finite({"results": results, "auc": float(auc), "rho": float(rho), "fit_seconds": fit_seconds,
+    with open(os.path.splitext(a.out)[0] + ".json", "w") as fh:  # strict JSON: NaN statistics become null
+        json.dump(strict_json({"results": results, "auc": float(auc), "rho": float(rho), "fit_seconds": fit_seconds,
                           "history": f.history_}), fh, indent=1, allow_nan=False)
     print("\n".join(lines))
 

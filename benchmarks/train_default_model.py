@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from _report import strict_json
 
 
 def property_matrix(formulas, paths, exclude):
@@ -52,16 +53,6 @@ def property_matrix(formulas, paths, exclude):
         columns.append(column)
         counts[os.path.basename(path)] = int(np.isfinite(column).sum())
     return np.column_stack(columns), counts
-
-
-def _finite(value):
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value
 
 
 def main():
@@ -121,7 +112,7 @@ def main():
     command = "python " + " ".join(sys.argv)
     save_model(f.model_, a.out, extra={"recipe": command, "history": f.history_}, include_structure_encoder=False)
     with open(a.log, "w") as fh:  # strict JSON: statistics an epoch lacks (NaN) become null
-        json.dump(_finite({"command": command, "seconds": seconds, "threads": a.threads, "n_structures": len(data),
+        json.dump(strict_json({"command": command, "seconds": seconds, "threads": a.threads, "n_structures": len(data),
                            "n_formulas": int(data.formula.nunique()), "held_out_formulas": len(held),
                            "property_coverage": coverage, "recipe": recipe.to_dict(), "history": f.history_}),
                   fh, indent=1, allow_nan=False)

@@ -4,6 +4,7 @@ scikit-learn transformer and matminer featurizer in one object.
 """
 
 import copy
+import inspect
 import numbers
 import os
 import sys
@@ -160,10 +161,9 @@ def _as_items(X):
     return list(X)
 
 
-#: Keywords of the paper's single-stage recipe and their defaults (unused by recipe="default").
-_PAPER_RECIPE_KEYWORDS = {"epochs": 100, "lr": 5e-5, "n_samples": 8, "beta": 1e-8, "pair_reduction": "sum",
-                          "warmup_epochs": 0, "threshold_lr": None, "alignment_weight": 0.0, "keep_best": False,
-                          "variance_only": False}
+#: Keywords of the paper's single-stage recipe (unused by recipe="default"; setting one warns).
+_PAPER_RECIPE_KEYWORDS = ("epochs", "lr", "n_samples", "beta", "pair_reduction", "warmup_epochs", "threshold_lr",
+                          "alignment_weight", "keep_best", "variance_only")
 
 
 def _targets(X, y, n):
@@ -491,10 +491,6 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self
         """
         self._validate_params()
-        if self._staged():
-            structures = _as_structures(X, self.ignore_errors)
-            if structures is not None:
-                return self._pretrain_staged(structures, _targets(X, y, len(structures)), monitor, on_epoch_end)
         if self.objective not in STRUCTURE_OBJECTIVES:  # graphcl, supervised: formulas are the training data
             return self._pretrain_formulas(X, y, monitor, on_epoch_end)
         structures = _as_structures(X, self.ignore_errors)
@@ -507,34 +503,44 @@ class PolySRLFeaturizer(BaseFeaturizer):
                     self.model_  # the pretrained weights (cached per process): a bad file fails in fit
                 self.history_ = []
             return self
+        if self._staged():
+            return self._pretrain_staged(structures, _targets(X, y, len(structures)), monitor, on_epoch_end)
         return self._pretrain(structures, monitor, on_epoch_end)
 
     def _staged(self):
         return self.objective == "polysrl" and not (isinstance(self.recipe, str) and self.recipe == "paper")
 
-    def _pretrain_staged(self, structures, targets, monitor=None, on_epoch_end=None):
-        """The default recipe (:func:`skpolysrl.recipes.staged_pretrain`) on ``structures``."""
+    def _start_structure_pretraining(self, structures):
+        """What both structure recipes start from: one stoichiometry and formula id per structure, the
+        seed (rank 0's under torchrun) and the initial model with a structure encoder, set on ``self``."""
         import torch
 
-        from .graphs import build_structure_graphs
-
         if len(structures) < 2:
-            raise ValueError(f"pretraining needs at least 2 structures, got {len(structures)}")
-        paper_only = {k: v for k, v in self.get_params().items()
-                      if k in _PAPER_RECIPE_KEYWORDS and v != _PAPER_RECIPE_KEYWORDS[k]}
-        if paper_only:
-            warnings.warn(f"{sorted(paper_only)} set the paper's recipe, which recipe='default' does not use: pass "
-                          "recipe='paper' to train with them, or recipe=StagedRecipe(...) to tune the default",
-                          UserWarning, stacklevel=3)
-        _ddp.init_from_env(_resolve_device(self.device))
+            raise ValueError(f"contrastive pretraining needs at least 2 structures, got {len(structures)}")
+        _ddp.init_from_env(_resolve_device(self.device))  # under torchrun: join the other processes
         known = known_atomic_numbers()
         stoich = [parse_formula(s, known, position=i) for i, s in enumerate(structures)]
         keys = {}
         formula_ids = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
-        seed = _ddp.broadcast_object(self._seed())
+        seed = _ddp.broadcast_object(self._seed())  # under torchrun, every process takes rank 0's seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # also seeds a fresh structure encoder added to loaded weights
             self._set_model(self._initial_model(seed).add_structure_encoder())
+        self.n_structures_ = len(structures)
+        self.n_formulas_ = len(keys)
+        return stoich, formula_ids, seed
+
+    def _pretrain_staged(self, structures, targets, monitor=None, on_epoch_end=None):
+        """The default recipe (:func:`skpolysrl.recipes.staged_pretrain`) on ``structures``."""
+        from .graphs import build_structure_graphs
+
+        defaults = inspect.signature(type(self).__init__).parameters
+        paper_only = sorted(k for k in _PAPER_RECIPE_KEYWORDS if getattr(self, k) != defaults[k].default)
+        if paper_only:
+            warnings.warn(f"{paper_only} set the paper's recipe, which recipe='default' does not use: pass "
+                          "recipe='paper' to train with them, or recipe=StagedRecipe(...) to tune the default",
+                          UserWarning, stacklevel=3)
+        stoich, formula_ids, seed = self._start_structure_pretraining(structures)
         graph_kwargs = self.model_.config.graph.graph_kwargs()
 
         def build_graphs(rows):
@@ -548,8 +554,6 @@ class PolySRLFeaturizer(BaseFeaturizer):
                                         verbose=self.verbose, checkpoint=self.checkpoint,
                                         probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed),
                                         on_epoch_end=on_epoch_end)
-        self.n_structures_ = len(structures)
-        self.n_formulas_ = len(keys)
         return self
 
     def _set_model(self, model):
@@ -607,28 +611,14 @@ class PolySRLFeaturizer(BaseFeaturizer):
                         callbacks=callbacks)
 
     def _pretrain(self, structures, monitor=None, on_epoch_end=None):
-        import torch
-
         from .graphs import build_structure_graphs
 
-        if len(structures) < 2:
-            raise ValueError(f"contrastive pretraining needs at least 2 structures, got {len(structures)}")
-        _ddp.init_from_env(_resolve_device(self.device))  # under torchrun: join the other processes
-        known = known_atomic_numbers()
-        stoich = [parse_formula(s, known, position=i) for i, s in enumerate(structures)]
-        keys = {}
-        formula_ids = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
+        stoich, formula_ids, seed = self._start_structure_pretraining(structures)
         table = StoichiometryTable(stoich)
-        seed = _ddp.broadcast_object(self._seed())  # under torchrun, every process takes rank 0's seed
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # also seeds a fresh structure encoder added to loaded weights
-            self._set_model(self._initial_model(seed).add_structure_encoder())
         main = _ddp.is_main_process()  # under torchrun rank 0 alone writes the cache; the others read it when valid
         graphs = build_structure_graphs(structures, cache=self.graph_cache, write_cache=main,
                                         progress=self.verbose and main, **self.model_.config.graph.graph_kwargs())
         self.history_ = self._run_pretraining(table, stoich, formula_ids, graphs, seed, monitor, on_epoch_end)
-        self.n_structures_ = len(structures)
-        self.n_formulas_ = len(keys)
         return self
 
     # ---------------------------------------------------------------- transform

@@ -244,29 +244,18 @@ def fit_variances(model, table, targets, *, epochs, lr, batch_size=256, seed=0, 
 class _ValidationLoss:
     """NT-Xent between held-out formulas' means and their structures (lower = better aligned)."""
 
-    def __init__(self, model, table, formula_ids, graphs, rows, device, batch_size=256):
+    def __init__(self, model, table, formula_ids, graphs, device, batch_size=256):
         self.model, self.table, self.formula_ids, self.graphs = model, table, formula_ids, graphs
-        self.rows, self.device, self.batch_size = rows, device, batch_size
+        self.device, self.batch_size = device, batch_size
 
     def __call__(self, module=None):
-        model = self.model
-        model.eval()
-        losses = []
-        expansion = model.config.graph.expansion_kwargs()
-        with torch.no_grad():
-            for start in range(0, len(self.rows) - 1, self.batch_size):
-                idx = self.rows[start:start + self.batch_size]
-                if len(idx) < 2:
-                    continue
-                z, w, e, b = self.table.collate(idx).to_torch(self.device)
-                mu = model.stoichiometry(z, w, e, b, len(idx))[0]
-                edge_index, dist, batch = self.graphs.collate(idx)
-                s = model.structure(gaussian_expansion(torch.as_tensor(dist, device=self.device), **expansion),
-                                    torch.as_tensor(edge_index, device=self.device),
-                                    torch.as_tensor(batch, device=self.device), len(idx))
-                match = polymorph_match(torch.as_tensor(self.formula_ids[idx]))
-                losses.append(float(nt_xent_loss(mu, s, match)[0]))
-        model.train()
+        mu = torch.as_tensor(encode(self.model, self.table, device=self.device)[0])
+        structures = torch.as_tensor(structure_embeddings(self.model, self.graphs, device=self.device))
+        self.model.train()
+        ids = torch.as_tensor(self.formula_ids)
+        losses = [float(nt_xent_loss(mu[i:i + self.batch_size], structures[i:i + self.batch_size],
+                                     polymorph_match(ids[i:i + self.batch_size]))[0])
+                  for i in range(0, len(mu), self.batch_size) if len(mu) - i >= 2]
         return float(np.mean(losses))
 
 
@@ -374,8 +363,7 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
         if validation is not None:
             rows = np.setdiff1d(rows, validation)
             scorer = _ValidationLoss(model, StoichiometryTable([stoichiometries[i] for i in validation]),
-                                     local_ids(validation), graphs_for(validation), np.arange(len(validation)),
-                                     device)
+                                     local_ids(validation), graphs_for(validation), device)
             callbacks[1:1] = [HeldOutMonitor(scorer, "validation_loss", at_start=True),
                               KeepBest("validation_loss", log=log)]
         config = PretrainConfig(objective="infomax", epochs=epochs, batch_size=recipe.batch_size, lr=lr,
