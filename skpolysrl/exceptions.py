@@ -82,7 +82,8 @@ class CheckpointError(SkPolySRLError, ValueError):
     settings (the message names which), it is further along than ``epochs``, or its
     directory does not exist."""
 class GraphCacheError(SkPolySRLError, OSError):
-    """A graph cache path holds a file skpolysrl did not write (it is never overwritten)."""
+    """A cache path (structure graphs, structure embeddings) holds a file skpolysrl did
+    not write (it is never overwritten)."""
 
 
 class StructureFileError(SkPolySRLError, ValueError):

@@ -277,6 +277,10 @@ class PolySRLFeaturizer(BaseFeaturizer):
         ``epochs``, ``lr``, ``n_samples``, ``beta`` and the other training
         keywords above (they apply to "paper" and to the other objectives only);
         it collapses on small corpora (docs/method.md).
+    embedding_cache : path, optional
+        ``.npz`` file keeping the default recipe's structure embeddings (its
+        variance stage) between fits with the same structure encoder, so that
+        variance settings can be changed at formula speed.
 
     Attributes
     ----------
@@ -316,6 +320,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         "d_init": [numbers.Real],
         "hidden_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "graph_cache": [None, str, os.PathLike],
+        "embedding_cache": [None, str, os.PathLike],
         "transform_batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "ignore_errors": ["boolean"],
         "warmup_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
@@ -334,7 +339,8 @@ class PolySRLFeaturizer(BaseFeaturizer):
                  pair_reduction="sum", c_init=20.0, d_init=20.0, hidden_dim=200, graph_cache=None,
                  transform_batch_size=4096, ignore_errors=False, warmup_epochs=0, log_sigma_init=None,
                  threshold_lr=None, alignment_weight=0.0, keep_best=False,
-                 variance_only=False, checkpoint=None, checkpoint_every=1, recipe="default"):
+                 variance_only=False, checkpoint=None, checkpoint_every=1, recipe="default",
+                 embedding_cache=None):
         self.pretrained = pretrained
         self.objective = objective
         self.epochs = epochs
@@ -351,6 +357,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
         self.d_init = d_init
         self.hidden_dim = hidden_dim
         self.graph_cache = graph_cache
+        self.embedding_cache = embedding_cache
         self.transform_batch_size = transform_batch_size
         self.ignore_errors = ignore_errors
         self.warmup_epochs = warmup_epochs
@@ -553,7 +560,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
                                         seed=seed, device=self.device_, from_scratch=self.pretrained is None,
                                         verbose=self.verbose, checkpoint=self.checkpoint,
                                         probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed),
-                                        on_epoch_end=on_epoch_end)
+                                        on_epoch_end=on_epoch_end, embedding_cache=self.embedding_cache)
         return self
 
     def _set_model(self, model):

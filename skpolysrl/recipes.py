@@ -25,16 +25,20 @@ polymorph signal (polymorphic vs single-structure ROC AUC 0.46 of that target,
 """
 
 import dataclasses
+import hashlib
 import math
 import os
 import sys
 import warnings
+import zipfile
 from typing import Optional
 
 import numpy as np
 import torch
 
 from ._formula import Stoichiometry, StoichiometryTable
+from ._runtime import atomic_write
+from .exceptions import GraphCacheError
 from .engine import EpochLog, HeldOutMonitor, KeepBest, ProgressBar, Trainer
 from .graphs import gaussian_expansion
 from .loss import nt_xent_loss, polymorph_match
@@ -42,7 +46,7 @@ from .nn import segment_sum, set2set
 from .training import PretrainConfig, encode, pretrain, pretraining_callbacks
 
 __all__ = ["StagedRecipe", "staged_pretrain", "polymorph_spread", "substitution_alloys", "structure_embeddings",
-           "fit_variances", "RECIPES"]
+           "cached_structure_embeddings", "fit_variances", "RECIPES"]
 
 #: Names accepted by ``PolySRLFeaturizer(recipe=...)``.
 RECIPES = ("default", "paper")
@@ -132,6 +136,85 @@ def structure_embeddings(model, graphs, device="cpu", batch_size=512):
                                   len(part))
             out[start:start + len(part)] = emb.float().cpu().numpy()
     return out
+
+
+_EMBEDDING_CACHE_FORMAT = "skpolysrl-embedding-cache"
+_EMBEDDING_CACHE_ARRAYS = ("format", "encoder", "digests", "embeddings")
+
+
+def _encoder_digest(model):
+    """sha256 of the structure encoder's weights and of the distance expansion: what an embedding depends on
+    besides its graph."""
+    h = hashlib.sha256(repr(sorted(model.config.graph.expansion_kwargs().items())).encode())
+    for name, tensor in sorted(model.structure.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _graph_digests(graphs):
+    """(n, 32) uint8: sha256 of each structure's graph (atoms, edges, distances)."""
+    ends = np.cumsum(graphs.num_edges)
+    starts = ends - graphs.num_edges
+    out = np.empty((len(graphs.num_nodes), 32), dtype=np.uint8)
+    for i, (a, b) in enumerate(zip(starts, ends)):
+        h = hashlib.sha256(int(graphs.num_nodes[i]).to_bytes(8, "little"))
+        h.update(np.ascontiguousarray(graphs.edge_index[:, a:b]).tobytes())
+        h.update(np.ascontiguousarray(graphs.distances[a:b]).tobytes())
+        out[i] = np.frombuffer(h.digest(), dtype=np.uint8)
+    return out
+
+
+def _read_embedding_cache(path):
+    """(encoder digest, graph digests, embeddings) of a cache we wrote; GraphCacheError for any other file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+        if names == {f"{k}.npy" for k in _EMBEDDING_CACHE_ARRAYS}:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["format"]) == _EMBEDDING_CACHE_FORMAT:
+                    return str(data["encoder"]), data["digests"], data["embeddings"]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        pass
+    raise GraphCacheError(f"embedding cache {path!r} exists and is not an embedding cache written by skpolysrl, "
+                          "so it is left untouched; choose another path (a new .npz file)")
+
+
+def cached_structure_embeddings(model, graphs, cache=None, device="cpu", batch_size=512):
+    """:func:`structure_embeddings`, kept in ``cache`` (an ``.npz`` file) between runs.
+
+    Each embedding is stored under a hash of its structure's graph, for the
+    structure encoder whose weights the file records: a later run with the same
+    encoder embeds only the structures the file lacks (so variance settings can
+    be tried at formula speed); another encoder replaces the file's contents.
+    """
+    if cache is None:
+        return structure_embeddings(model, graphs, device=device, batch_size=batch_size)
+    cache = os.fspath(cache)
+    encoder, digests = _encoder_digest(model), _graph_digests(graphs)
+    keys = [d.tobytes() for d in digests]
+    stored_digests = np.empty((0, 32), dtype=np.uint8)
+    stored = np.empty((0, model.config.hidden_dim), dtype=np.float32)
+    if os.path.lexists(cache):
+        stored_encoder, cached_digests, cached = _read_embedding_cache(cache)
+        if stored_encoder == encoder:
+            stored_digests, stored = cached_digests, cached
+    where = {d.tobytes(): i for i, d in enumerate(stored_digests)}
+    missing = np.array([i for i, k in enumerate(keys) if k not in where], dtype=np.int64)
+    if len(missing) == 0:
+        return stored[[where[k] for k in keys]]
+    computed = structure_embeddings(model, graphs.subset(missing), device=device, batch_size=batch_size)
+    first = np.unique(np.array([keys[i] for i in missing]), return_index=True)[1]  # identical graphs: store one
+    stored_digests = np.concatenate([stored_digests, digests[missing[first]]])
+    stored = np.concatenate([stored, computed[first]])
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, format=_EMBEDDING_CACHE_FORMAT, encoder=encoder, digests=stored_digests, embeddings=stored)
+
+    atomic_write(cache, write)
+    where = {d.tobytes(): i for i, d in enumerate(stored_digests)}
+    return stored[[where[k] for k in keys]]
 
 
 def polymorph_spread(embeddings, groups, n_groups):
@@ -275,7 +358,7 @@ def _log_function(verbose):
 
 def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *, targets=None, seed=0,
                     device="cpu", from_scratch=True, verbose=False, checkpoint=None, probe=None,
-                    on_epoch_end=None):
+                    on_epoch_end=None, embedding_cache=None):
     """Run the default recipe on ``model`` in place.
 
     Parameters
@@ -300,6 +383,9 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
         A held-out score recorded as ``probe_mae`` after every epoch of every stage.
     on_epoch_end : callable(dict), optional
         Called with each epoch's record.
+    embedding_cache : path, optional
+        An ``.npz`` file keeping the variance stage's structure embeddings
+        between runs (:func:`cached_structure_embeddings`).
 
     Returns
     -------
@@ -414,7 +500,7 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
         run_infomax(rows, epochs, recipe.warmup_lr, epochs, "realign")
     if "variance" in stages:
         record("variance", _variance_stage(model, formula_ids, plan, graphs_for, recipe, seed, device, log,
-                                           verbose, stage_checkpoint("variance")))
+                                           verbose, stage_checkpoint("variance"), embedding_cache))
     model.eval()
     for path in written:  # every stage finished: its resume point is no longer needed
         if os.path.exists(path):
@@ -443,13 +529,14 @@ def _variance_plan(stoichiometries, formula_ids, recipe, rng):
             "rows": np.flatnonzero(wanted[formula_ids])}
 
 
-def _variance_stage(model, formula_ids, plan, graphs_for, recipe, seed, device, log, verbose, checkpoint):
+def _variance_stage(model, formula_ids, plan, graphs_for, recipe, seed, device, log, verbose, checkpoint,
+                    embedding_cache=None):
     counts, formulas, alloys, pairs, rows = (plan[k] for k in ("counts", "formulas", "alloys", "pairs", "rows"))
     n_formulas = len(counts)
     if log:
         log(f"stage variance: embedding {len(rows)} structures; {len(formulas)} formulas + {len(alloys)} "
             "virtual alloys")
-    embeddings = structure_embeddings(model, graphs_for(rows), device=device)
+    embeddings = cached_structure_embeddings(model, graphs_for(rows), cache=embedding_cache, device=device)
     row_formula = formula_ids[rows]
     spread = polymorph_spread(embeddings, row_formula, n_formulas)
     polymorphic = counts > 1

@@ -102,3 +102,51 @@ def test_paper_keywords_with_default_recipe_warn(polymorph_corpus):
                           recipe=StagedRecipe(stages=("realign",), realign_passes=10, batch_size=32))
     with pytest.warns(UserWarning, match="recipe='paper'"):
         f.fit(polymorph_corpus.head(40))
+
+
+def test_embedding_cache_reuses_stored_structures_and_embeds_only_new_ones(staged, polymorph_corpus, tmp_path,
+                                                                           monkeypatch):
+    from skpolysrl import recipes
+    from skpolysrl.graphs import build_structure_graphs
+
+    model = staged.model_
+    graphs = build_structure_graphs(list(polymorph_corpus.structure[:30]), **model.config.graph.graph_kwargs())
+    direct = recipes.structure_embeddings(model, graphs)
+    cache = tmp_path / "emb.npz"
+    embedded = []
+    real = recipes.structure_embeddings
+    monkeypatch.setattr(recipes, "structure_embeddings",
+                        lambda m, g, **kw: embedded.append(len(g.num_nodes)) or real(m, g, **kw))
+    first = recipes.cached_structure_embeddings(model, graphs.subset(np.arange(20)), cache=cache)
+    np.testing.assert_allclose(first, direct[:20], atol=1e-6)
+    both = recipes.cached_structure_embeddings(model, graphs.subset(np.arange(10, 30)), cache=cache)
+    np.testing.assert_allclose(both, direct[10:30], atol=1e-6)
+    assert embedded == [20, 10]  # the second call embedded only the 10 structures the file lacked
+    again = recipes.cached_structure_embeddings(model, graphs, cache=cache)
+    np.testing.assert_allclose(again, direct, atol=1e-6)
+    assert embedded == [20, 10]
+    # another structure encoder: the stored embeddings are not used
+    import torch
+
+    with torch.no_grad():
+        next(model.structure.parameters()).add_(0.1)
+    try:
+        changed = recipes.cached_structure_embeddings(model, graphs, cache=cache)
+        assert embedded[-1] == 30 and not np.allclose(changed, direct, atol=1e-4)
+    finally:
+        with torch.no_grad():
+            next(model.structure.parameters()).sub_(0.1)
+
+
+def test_embedding_cache_never_overwrites_a_file_we_did_not_write(staged, polymorph_corpus, tmp_path):
+    from skpolysrl.exceptions import GraphCacheError
+    from skpolysrl.graphs import build_structure_graphs
+    from skpolysrl.recipes import cached_structure_embeddings
+
+    graphs = build_structure_graphs(list(polymorph_corpus.structure[:3]), **staged.model_.config.graph.graph_kwargs())
+    foreign = tmp_path / "mine.npz"
+    np.savez(foreign, embeddings=np.zeros((3, 200)))
+    before = foreign.read_bytes()
+    with pytest.raises(GraphCacheError, match="not an embedding cache written by skpolysrl"):
+        cached_structure_embeddings(staged.model_, graphs, cache=foreign)
+    assert foreign.read_bytes() == before
