@@ -61,7 +61,6 @@ def main():
     from skpolysrl import PolySRLFeaturizer
     from skpolysrl._elements import known_atomic_numbers
     from skpolysrl._formula import parse_formulas
-    from skpolysrl._io import save_model
     from skpolysrl.datasets import load_dataset, read_structures_jsonl
     from skpolysrl.model_selection import held_out_formulas
     from skpolysrl.recipes import StagedRecipe
@@ -82,6 +81,14 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--graph-cache", default=None, help=".npz file caching the structure graphs between runs")
+    p.add_argument("--embedding-cache", default=None,
+                   help=".npz file caching the variance stage's structure embeddings between runs")
+    p.add_argument("--stages", nargs="*", default=None,
+                   help="stages to run (default: all that apply; e.g. 'realign variance' from a trained model)")
+    p.add_argument("--variance-epochs", type=int, default=StagedRecipe.variance_epochs)
+    p.add_argument("--floor-quantile", type=float, default=StagedRecipe.floor_quantile)
+    p.add_argument("--full-out", default=None,
+                   help="also write the model with its structure encoder here (to rerun single stages from it)")
     p.add_argument("--out", required=True)
     p.add_argument("--log", default=os.path.join(os.path.dirname(__file__), "results", "default_model_training.json"))
     a = p.parse_args()
@@ -103,14 +110,17 @@ def main():
     print(f"properties (structures with a value): {coverage}", flush=True)
 
     recipe = StagedRecipe(max_structure_rows=a.max_structure_rows, realign_passes=a.realign_passes,
-                          n_alloys=a.n_alloys)
+                          n_alloys=a.n_alloys, stages=None if a.stages is None else tuple(a.stages),
+                          variance_epochs=a.variance_epochs, floor_quantile=a.floor_quantile)
     f = PolySRLFeaturizer(pretrained=None if a.init == "none" else a.init, recipe=recipe, random_state=a.seed,
                           device=a.device, checkpoint=a.checkpoint, graph_cache=a.graph_cache,
-                          verbose=True)
+                          embedding_cache=a.embedding_cache, verbose=True)
     f.fit(data, y)
     seconds = time.perf_counter() - t0
     command = "python " + " ".join(sys.argv)
-    save_model(f.model_, a.out, extra={"recipe": command, "history": f.history_}, include_structure_encoder=False)
+    f.save(a.out, include_structure_encoder=False, extra={"recipe": command})
+    if a.full_out:
+        f.save(a.full_out, extra={"recipe": command})
     with open(a.log, "w") as fh:  # strict JSON: statistics an epoch lacks (NaN) become null
         json.dump(strict_json({"command": command, "seconds": seconds, "threads": a.threads, "n_structures": len(data),
                            "n_formulas": int(data.formula.nunique()), "held_out_formulas": len(held),

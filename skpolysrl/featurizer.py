@@ -681,10 +681,23 @@ class PolySRLFeaturizer(BaseFeaturizer):
         return np.asarray(self.feature_labels(), dtype=object)
 
     # ------------------------------------------------------------- persistence
-    def save(self, path):
-        """Write the fitted weights + config (+ history) to a ``.pt`` model file."""
+    def save(self, path, include_structure_encoder=True, extra=None):
+        """Write the fitted weights + config (+ history) to a ``.pt`` model file.
+
+        Parameters
+        ----------
+        path : str or path-like
+        include_structure_encoder : bool, default=True
+            False writes the stoichiometry encoder only (what ``transform``
+            needs; a third of the size), as the shipped model; True keeps the
+            structure encoder, so a later ``fit`` can continue single stages.
+        extra : dict, optional
+            More JSON-able entries for the file's header (e.g. the command that
+            trained it), beside ``history``.
+        """
         check_is_fitted(self)
-        _io.save_model(self.model_, path, extra={"history": getattr(self, "history_", [])})
+        _io.save_model(self.model_, path, extra={"history": getattr(self, "history_", []), **(extra or {})},
+                       include_structure_encoder=include_structure_encoder)
 
     @classmethod
     def load_trusted(cls, path):

@@ -228,3 +228,15 @@ def test_warmup_freezes_the_formula_means(mp_small):
     warm = PolySRLFeaturizer(epochs=1, warmup_epochs=1, **kw).fit(mp_small.head(128))
     np.testing.assert_array_equal(warm.transform(FORMULAS)[:, :200], before[:, :200])  # means untouched
     assert not np.array_equal(warm.transform(FORMULAS)[:, -1], before[:, -1])  # variances trained
+
+
+def test_save_without_structure_encoder_transforms_the_same(trained, model_path, tmp_path):
+    from skpolysrl import PolySRLFeaturizer
+
+    light = tmp_path / "light.pt"
+    trained.save(light, include_structure_encoder=False, extra={"recipe": "test"})
+    assert light.stat().st_size < 0.7 * model_path.stat().st_size
+    formulas = ["NaCl", "Fe2O3", "Bi2Te2.7Se0.3"]
+    full, small = (PolySRLFeaturizer(pretrained=str(p), verbose=False, device="cpu") for p in (model_path, light))
+    np.testing.assert_array_equal(full.transform(formulas), small.transform(formulas))
+    assert full.model_.structure is not None and small.model_.structure is None
