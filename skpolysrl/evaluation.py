@@ -114,6 +114,8 @@ def encode_labels(y, class_weight=None):
 
     Raises a ValueError if ``y`` is not binary or multiclass (e.g. continuous) or has one class.
     """
+    if len(y) == 0:
+        raise ValueError("no labels given (got an empty y)")
     check_classification_targets(y)
     encoder = LabelEncoder().fit(y)
     if len(encoder.classes_) < 2:
