@@ -196,3 +196,51 @@ def test_cli_evaluate_bundled_and_user_table(tmp_path, band_gap):
     res2 = json.loads(out2.read_text())
     assert res2["target_transform"] == "log" and res2["report_scale"] == 10 and res2["model"] == "none"
     assert main(["evaluate", "--dataset", "band_gap", "--data", str(table)]) == 2  # exactly one source
+
+
+def test_cli_evaluate_classification_datasets_report_roc_auc_not_mae(tmp_path, capsys):
+    # regression test: `evaluate --dataset matbench_glass` used to fit a regressor and report MAE
+    out = tmp_path / "glass.json"
+    assert main(["evaluate", "--dataset", "matbench_glass", "--folds", "2", "--epochs", "5", "--quiet",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ROC AUC" in printed and "MAE" not in printed and "stratified" in printed
+    res = json.loads(out.read_text())
+    assert res["task_type"] == "classification" and res["seed"] == MATBENCH_SEED and res["n_samples"] == 5680
+    assert "mae_mean" not in res and all("mae" not in f for f in res["folds"])
+    assert len(res["folds"]) == 2 and res["roc_auc_mean"] == pytest.approx(np.mean([f["roc_auc"] for f in res["folds"]]))
+    assert 0.75 < res["roc_auc_mean"] <= 1 and "roc_auc_std" in res and "accuracy_mean" in res
+    # a classification task cannot be run as a regression, nor take regression-only options
+    assert main(["evaluate", "--dataset", "matbench_expt_is_metal", "--task-type", "regression"]) == 2
+    assert main(["evaluate", "--dataset", "matbench_glass", "--target-transform", "log"]) == 2
+    assert main(["evaluate", "--dataset", "matbench_glass", "--report-scale", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "matbench_expt_is_metal is a classification task" in err and "--target-transform" in err
+
+
+def test_cli_evaluate_user_table_of_text_labels(tmp_path):
+    df = load_dataset("matbench_expt_is_metal").sample(300, random_state=0).reset_index(drop=True)
+    labels = np.where(df["target"] == 1, "metal", "insulator").astype(object)
+    labels[7] = None  # an empty cell: dropped with a warning naming its row
+    path = tmp_path / "metals.csv"
+    pd.DataFrame({"comp": df["formula"], "kind": labels}).to_csv(path, index=False)
+    out = tmp_path / "m.json"
+    with pytest.warns(UserWarning, match=r"dropped 1 of 300 rows .*missing label.*data row 8"):
+        code = main(["evaluate", "--data", str(path), "--formula-col", "comp", "--target-col", "kind",
+                     "--task-type", "classification", "--folds", "3", "--epochs", "20", "--quiet", "--json", str(out)])
+    assert code == 0
+    res = json.loads(out.read_text())
+    assert res["n_samples"] == 299 and len(res["folds"]) == 3 and res["roc_auc_mean"] > 0.75
+    # without --task-type the labels are not numbers: no row is left to regress on
+    with pytest.warns(UserWarning, match="dropped 300 of 300 rows .*non-numeric target"):
+        assert main(["evaluate", "--data", str(path), "--formula-col", "comp", "--target-col", "kind", "--quiet"]) == 2
+
+
+def test_cli_evaluate_old_dataset_names_and_log10(tmp_path):
+    for alias, name in (("expt_gap_nonmetals", "band_gap"), ("matbench_steels", "matbench_steels_yield")):
+        out = tmp_path / f"{alias}.json"
+        assert main(["evaluate", "--dataset", alias, "--folds", "2", "--epochs", "2", "--quiet",
+                     "--target-transform", "log10", "--json", str(out)]) == 0
+        res = json.loads(out.read_text())
+        assert res["dataset"] == name and res["target_transform"] == "log10" and res["n_samples"] == len(
+            load_dataset(name))
