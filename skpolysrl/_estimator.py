@@ -1,12 +1,12 @@
 """The core that PolySRLRegressor and PolySRLClassifier share: formulas in, the paper's probe and
 fine-tune protocols, seeded ensembles.
 
-A subclass says only what is predicted, through four hooks:
+A subclass says only what is predicted, through these hooks:
 
-* ``_probe_head(seed)``: an unfitted head for the probe protocol (``MLPHeadRegressor`` or
-  ``MLPHeadClassifier``), fitted on the frozen encoder's features;
+* ``_head_type``: the probe head (``MLPHeadRegressor`` or ``MLPHeadClassifier``), fitted on
+  the frozen encoder's features, with any extra parameters from ``_head_params()``;
+* ``_target_dtype``: the torch dtype name of the fine-tuning targets (values or class codes);
 * ``_loss()``: the fine-tuning loss of ``(outputs, targets)``;
-* ``_target_tensor(y, device)``: the targets as the loss takes them;
 * ``_validation_loss(outputs, y)``: the score (lower is better) of held-out raw outputs that picks
   the fine-tuning learning rate; stored per candidate in the attribute named ``_validation_attr``.
 
@@ -106,6 +106,8 @@ class _PolySRLEstimator(BaseEstimator):
         "verbose": ["boolean"],
     }
     _validation_attr = "validation_loss_"
+    _head_type = None
+    _target_dtype = "float32"
 
     def __init__(self, pretrained="default", finetune=False, hidden_dim=128, epochs=None, lr="auto",
                  lr_grid=(1e-4, 3e-4, 1e-3), validation_fraction=0.2, batch_size=128, weight_decay=1e-6,
@@ -150,6 +152,19 @@ class _PolySRLEstimator(BaseEstimator):
         if self.epochs is not None:
             return int(self.epochs)
         return 500 if self.finetune else 300
+
+    def _head_params(self):
+        return {}
+
+    def _probe_head(self, seed):
+        return self._head_type(hidden_dim=self.hidden_dim, epochs=self._epochs(), lr=self.lr_,
+                               batch_size=self.batch_size, random_state=seed, device=self.device_,
+                               weight_decay=self.weight_decay, **self._head_params())
+
+    def _target_tensor(self, y, device):
+        import torch
+
+        return torch.as_tensor(y, dtype=getattr(torch, self._target_dtype), device=device)
 
     def _log(self, message):
         if self.verbose:

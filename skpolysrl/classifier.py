@@ -84,6 +84,8 @@ class PolySRLClassifier(ClassifierMixin, _PolySRLEstimator):
 
     _parameter_constraints = {**_PolySRLEstimator._parameter_constraints,
                               "class_weight": [dict, StrOptions({"balanced"}), None]}
+    _head_type = MLPHeadClassifier
+    _target_dtype = "int64"
     _validation_attr = "validation_log_loss_"
 
     def __init__(self, pretrained="default", finetune=False, hidden_dim=128, epochs=None, lr="auto",
@@ -97,20 +99,12 @@ class PolySRLClassifier(ClassifierMixin, _PolySRLEstimator):
         self.class_weight = class_weight
 
     # hooks of the shared core (skpolysrl._estimator)
-    def _probe_head(self, seed):
-        return MLPHeadClassifier(hidden_dim=self.hidden_dim, epochs=self._epochs(), lr=self.lr_,
-                                 batch_size=self.batch_size, random_state=seed, device=self.device_,
-                                 weight_decay=self.weight_decay, class_weight=self.class_weight_)
+    def _head_params(self):
+        return {"class_weight": self.class_weight_}
 
     def _loss(self):
         weights = self.class_weight_
         return cross_entropy_loss(None if weights is None else [weights[k] for k in range(len(self.classes_))])
-
-    @staticmethod
-    def _target_tensor(y, device):
-        import torch
-
-        return torch.as_tensor(y, dtype=torch.int64, device=device)
 
     @staticmethod
     def _validation_loss(outputs, y):

@@ -96,6 +96,7 @@ class PolySRLRegressor(RegressorMixin, _PolySRLEstimator):
 
     _parameter_constraints = {**_PolySRLEstimator._parameter_constraints,
                               "n_std_samples": [Interval(numbers.Integral, 2, None, closed="left")]}
+    _head_type = MLPHeadRegressor
     _validation_attr = "validation_mae_"
 
     def __init__(self, pretrained="default", finetune=False, hidden_dim=128, epochs=None, lr="auto",
@@ -109,19 +110,8 @@ class PolySRLRegressor(RegressorMixin, _PolySRLEstimator):
         self.n_std_samples = n_std_samples
 
     # hooks of the shared core (skpolysrl._estimator)
-    def _probe_head(self, seed):
-        return MLPHeadRegressor(hidden_dim=self.hidden_dim, epochs=self._epochs(), lr=self.lr_,
-                                batch_size=self.batch_size, random_state=seed, device=self.device_,
-                                weight_decay=self.weight_decay)
-
     def _loss(self):
         return l1_loss
-
-    @staticmethod
-    def _target_tensor(y, device):
-        import torch
-
-        return torch.as_tensor(y, dtype=torch.float32, device=device)
 
     @staticmethod
     def _validation_loss(outputs, y):

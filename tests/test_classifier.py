@@ -1,27 +1,8 @@
 """PolySRLClassifier: the probe and fine-tune protocols as a scikit-learn classifier on formulas.
 
 Real data: the bundled matbench_expt_is_metal task (experimental metallicity) and
-matbench_expt_gap binned into three classes. scikit-learn's estimator checks are
-written for numeric 2-D X. The ones that apply to an estimator whose input is a 1-D list
-of formula strings are called explicitly (``APPLICABLE_CHECKS``); what the numeric ones
-test (fit returns self, idempotent fit, pickling, sample-order and subset invariance,
-label types, empty input, parameters untouched by fit) is tested here on real formulas.
-
-Checks that cannot apply, and why:
-- numeric-X checks (``check_classifiers_train``, ``check_classifiers_classes``,
-  ``check_estimators_dtypes``, ``check_dtype_object``, ``check_fit2d_*``, ``check_fit1d``,
-  ``check_f_contiguous_array_estimator``, ``check_readonly_memmap_input``,
-  ``check_estimators_nan_inf``, ``check_complex_data``, ``check_*_data_not_an_array``,
-  ``check_estimators_pickle``, ``check_fit_idempotent``, ``check_methods_*_invariance``,
-  ``check_estimators_empty_data_messages``, ``check_n_features_in``, ``check_dict_unchanged``):
-  X is formulas, not numbers;
-- sparse input (``check_estimator_sparse_*``): formulas are not sparse matrices;
-- ``sample_weight`` checks (``check_classifiers_one_label_sample_weights``, ...): the protocols
-  take no sample weights (``class_weight`` reweights classes);
-- multi-output / multilabel (``check_classifier_multioutput``,
-  ``check_classifiers_multilabel_*``, ``check_supervised_y_2d``): one target per model;
-- ``check_classifier_not_supporting_multiclass``: multiclass is supported;
-- ``check_requires_y_none``: y is required and a missing y raises before any data check.
+matbench_expt_gap binned into three classes. The scikit-learn checks that apply to formula
+input, and why the others do not: ``formula_estimator_checks.py``.
 """
 
 import pickle
@@ -36,16 +17,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
 
+from formula_estimator_checks import CLASSIFIER_CHECKS, FORMULA_ESTIMATOR_CHECKS
 from skpolysrl import FormulaError, PolySRLClassifier, PolySRLFeaturizer
 from skpolysrl.datasets import load_dataset
 
-APPLICABLE_CHECKS = [
-    "check_no_attributes_set_in_init", "check_parameters_default_constructible", "check_get_params_invariance",
-    "check_set_params", "check_estimator_cloneable", "check_estimator_repr", "check_estimator_tags_renamed",
-    "check_valid_tag_types", "check_mixin_order", "check_do_not_raise_errors_in_init_or_set_params",
-    "check_param_validation", "check_estimators_unfitted", "check_supervised_y_no_nan",
-    "check_non_transformer_estimators_n_iter", "check_classifiers_regression_target", "check_classifiers_one_label",
-]
+APPLICABLE_CHECKS = FORMULA_ESTIMATOR_CHECKS + CLASSIFIER_CHECKS
 
 FAST = dict(epochs=30, random_state=0)
 
