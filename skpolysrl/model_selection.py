@@ -23,9 +23,9 @@ from .datasets._tables import dataset_task_type, select_temperature_window
 __all__ = [
     "held_out_formulas",
     "PAPER_SEED", "MATBENCH_SEED", "ESTM_WINDOWS", "paper_kfold", "matbench_kfold", "cross_validate",
-    "classification_scores", "summarize_folds", "FOLD_SCORES",
-    "TargetScaling", "TARGET_TRANSFORMS", "log_scale", "undo_log_scale", "minmax_scale", "undo_minmax_scale", "figure_of_merit",
-    "zt_from_scaled", "screen_zt", "select_temperature_window",
+    "classification_scores", "summarize_folds", "FOLD_SCORES", "TargetScaling", "TARGET_TRANSFORMS", "log_scale",
+    "undo_log_scale", "minmax_scale", "undo_minmax_scale", "figure_of_merit", "zt_from_scaled",
+    "screen_zt", "select_temperature_window",
 ]
 
 #: Seed of the paper's 5-fold random split.
