@@ -5,11 +5,13 @@ __version__ = "0.1.0"
 from .exceptions import FormulaError, ModelFileError, SkPolySRLError, StructureGraphError, UnknownElementError
 from .exceptions import GraphCacheError, StructureFileError
 from .featurizer import PolySRLFeaturizer
+from .classifier import PolySRLClassifier
 from .regressor import PolySRLRegressor
 
 __all__ = [
     "PolySRLFeaturizer",
     "PolySRLRegressor",
+    "PolySRLClassifier",
     "SkPolySRLError",
     "FormulaError",
     "UnknownElementError",

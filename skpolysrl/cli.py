@@ -187,72 +187,119 @@ examples:
 
 _EVALUATE_EPILOG = """\
 datasets bundled with skpolysrl (--dataset):
-  band_gap                 the paper's Band Gap set (2,482 non-metals, experimental gaps, eV)
+  band_gap                 the paper's Band Gap set (2,482 non-metals, experimental gaps, eV);
+                           alias expt_gap_nonmetals
   matbench_expt_gap        matbench experimental band gaps incl. metals (4,604); matbench folds
-  matbench_expt_is_metal, matbench_glass, matbench_steels_yield (matbench tasks)
+  matbench_steels_yield    matbench steel yield strengths (312, MPa); alias matbench_steels
+  matbench_expt_is_metal, matbench_glass   matbench classification tasks (ROC AUC, stratified folds)
   mp_band_gap, mp_formation_energy   MP DFT values for the formulas of the bundled corpus
 
 Your own data (--data): a CSV/TSV/XLSX/Parquet/JSON table; name its columns with
 --formula-col and --target-col. This is how the paper's Formation Enthalpy (Kim 2017),
-Metallic and ESTM sets are run, e.g. ESTM 300 K electrical conductivity:
+Metallic and ESTM sets are run, e.g. ESTM 300 K electrical conductivity (natural log, as the paper):
   skpolysrl evaluate --data estm.xlsx --formula-col Formula --target-col "Electrical conductivity (S/m)" \\
       --temperature-col "Temperature (K)" --temperature-window 295 305 --target-transform log
+A column of class labels (text or numbers) is run with --task-type classification.
 
 Protocols: probe = frozen encoder + 3-layer MLP head (hidden 128, LeakyReLU, Adam 1e-3, 300 epochs,
-L1); finetune = encoder and head trained together (500 epochs, learning rate chosen on a 20 %
-validation split of each training fold). Folds: KFold(5, shuffle=True, random_state=--seed);
---seed defaults to 0 (the paper's) and to 18012019 (matbench's) for matbench datasets.
+L1 for regression, cross-entropy for classification); finetune = encoder and head trained together
+(500 epochs, learning rate chosen on a 20 % validation split of each training fold).
+Regression (PolySRLRegressor) reports MAE and R2; classification (PolySRLClassifier) reports ROC AUC
+and accuracy. Folds: KFold(5, shuffle=True, random_state=--seed), StratifiedKFold for classification;
+--seed defaults to 0 (the paper's) and to 18012019 (matbench's) for matbench datasets, so that
+--dataset matbench_* runs on matbench's own folds.
 
 examples:
   skpolysrl evaluate --dataset band_gap --model default --protocol probe --json bandgap.json
   skpolysrl evaluate --dataset band_gap --model none           # the paper's "Rand init."
+  skpolysrl evaluate --dataset matbench_glass --protocol finetune --json glass.json
   skpolysrl evaluate --data my.csv --formula-col formula --target-col y --protocol finetune
+  skpolysrl evaluate --data metals.csv --target-col is_metal --task-type classification
 """
 
 
-def cmd_evaluate(args):
-    from .datasets import load_dataset, load_table
-    from .model_selection import MATBENCH_SEED, PAPER_SEED, cross_validate, paper_kfold
+def _build_estimator(args, task_type):
+    """The estimator ``evaluate`` cross-validates: the one place to choose another (e.g. a zero-inflated one)."""
+    from .classifier import PolySRLClassifier
     from .regressor import PolySRLRegressor
+
+    kind = PolySRLClassifier if task_type == "classification" else PolySRLRegressor
+    return kind(pretrained=_model_source(args.model, args.trust_pickle), finetune=args.protocol == "finetune",
+                epochs=args.epochs, device=args.device, random_state=0, verbose=not args.quiet)
+
+
+def _evaluate_task_type(args):
+    """regression or classification: --task-type, checked against the bundled dataset's own type."""
+    from .datasets import dataset_task_type
+
+    own = dataset_task_type(args.dataset) if args.dataset is not None else None
+    task_type = args.task_type or own or "regression"
+    if own is not None and task_type != own:
+        raise ValueError(f"{args.dataset} is a {own} task; drop --task-type {args.task_type}")
+    if task_type == "classification":
+        if args.target_transform:
+            raise ValueError("--target-transform scales regression targets; a classification task has labels")
+        if args.report_scale != 1:
+            raise ValueError("--report-scale multiplies MAEs; a classification task reports ROC AUC")
+    return task_type
+
+
+def cmd_evaluate(args):
+    from .datasets import DATASET_ALIASES, load_dataset, load_table
+    from .model_selection import MATBENCH_SEED, PAPER_SEED, cross_validate, paper_kfold
 
     if (args.dataset is None) == (args.data is None):
         raise ValueError("give exactly one of --dataset NAME (bundled) or --data FILE (your table)")
     if args.temperature_window and not args.temperature_col:
         raise ValueError("--temperature-window needs --temperature-col (the column of temperatures in K)")
+    task_type = _evaluate_task_type(args)
+    classification = task_type == "classification"
     if args.dataset is not None:
-        df = load_dataset(args.dataset)
-        name = args.dataset
+        name = DATASET_ALIASES.get(args.dataset, args.dataset)
+        df = load_dataset(name)
     else:
         df = load_table(args.data, args.formula_col, args.target_col, average_duplicates=args.average_duplicates,
                         temperature_col=args.temperature_col, temperature_window=args.temperature_window,
-                        ignore_errors=args.ignore_errors)
+                        ignore_errors=args.ignore_errors, task_type=task_type)
         name = os.path.basename(args.data)
     seed = args.seed
     if seed is None:
         seed = MATBENCH_SEED if name.startswith("matbench_") else PAPER_SEED
-    estimator = PolySRLRegressor(pretrained=_model_source(args.model, args.trust_pickle),
-                                 finetune=args.protocol == "finetune", epochs=args.epochs, device=args.device,
-                                 random_state=0, verbose=not args.quiet)
+    estimator = _build_estimator(args, task_type)
 
     def show(record):
-        if not args.quiet:
-            print(f"fold {record['fold']}: MAE {record['mae']:.4f}  R2 {record['r2']:.3f}  "
-                  f"({record['seconds']:.0f} s)", flush=True)
+        if args.quiet:
+            return
+        if classification:
+            scores = f"ROC AUC {record['roc_auc']:.4f}  accuracy {record['accuracy']:.3f}"
+        else:
+            scores = f"MAE {record['mae']:.4f}  R2 {record['r2']:.3f}"
+        print(f"fold {record['fold']}: {scores}  ({record['seconds']:.0f} s)", flush=True)
 
-    result = cross_validate(estimator, list(df["formula"]), df["target"].to_numpy(dtype=float),
-                            cv=paper_kfold(args.folds, seed), target_transform=args.target_transform,
-                            report_scale=args.report_scale, on_fold_end=show)
+    target = df["target"].to_numpy() if classification else df["target"].to_numpy(dtype=float)
+    result = cross_validate(estimator, list(df["formula"]), target,
+                            cv=paper_kfold(args.folds, seed, stratified=classification),
+                            target_transform=args.target_transform, report_scale=args.report_scale, on_fold_end=show)
     result.update(dataset=name, n_samples=len(df), model=args.model, protocol=args.protocol, n_folds=args.folds,
                   seed=seed)
-    scale = "" if args.report_scale == 1 else f" (x{args.report_scale:g})"
-    print(f"{name}: {len(df)} formulas, {args.protocol}, model={args.model}, {args.folds}-fold CV seed {seed}")
-    print(f"  MAE{scale} {result['mae_mean']:.4f} +/- {result['mae_std']:.4f}   "
-          f"R2 {result['r2_mean']:.3f} +/- {result['r2_std']:.3f}")
-    if args.target_transform:
-        print(f"  MAE in original units {result['mae_original_mean']:.4g} +/- {result['mae_original_std']:.4g}")
-    if not all(math.isfinite(r["mae"]) and math.isfinite(r["r2"]) for r in result["folds"]):
-        print("warning: some scores are not finite (targets too large or too spread? rescale them, e.g. with "
-              "--target-transform); they are null in --json", file=sys.stderr)
+    fold_kind = "stratified " if classification else ""
+    print(f"{name}: {len(df)} formulas, {task_type}, {args.protocol}, model={args.model}, "
+          f"{args.folds}-fold {fold_kind}CV seed {seed}")
+    if classification:
+        scores = ("roc_auc", "accuracy")
+        print(f"  ROC AUC {result['roc_auc_mean']:.4f} +/- {result['roc_auc_std']:.4f}   "
+              f"accuracy {result['accuracy_mean']:.3f} +/- {result['accuracy_std']:.3f}")
+    else:
+        scores = ("mae", "r2")
+        scale = "" if args.report_scale == 1 else f" (x{args.report_scale:g})"
+        print(f"  MAE{scale} {result['mae_mean']:.4f} +/- {result['mae_std']:.4f}   "
+              f"R2 {result['r2_mean']:.3f} +/- {result['r2_std']:.3f}")
+        if args.target_transform:
+            print(f"  MAE in original units {result['mae_original_mean']:.4g} +/- {result['mae_original_std']:.4g}")
+    if not all(math.isfinite(r[key]) for r in result["folds"] for key in scores):
+        hint = ("a test fold with one class has no ROC AUC" if classification else
+                "targets too large or too spread? rescale them, e.g. with --target-transform")
+        print(f"warning: some scores are not finite ({hint}); they are null in --json", file=sys.stderr)
     if args.json:
         _write_json(args.json, result)
         print(f"wrote {args.json}")
@@ -340,9 +387,12 @@ def build_parser():
                           f"{_AUTO_PROGRESS_ROWS:,} rows or more)")
     fea.set_defaults(func=cmd_featurize)
 
+    from .model_selection import TARGET_TRANSFORMS
+
     ev = sub.add_parser("evaluate", help="score a model on a property by the paper's cross-validated protocols",
-                        description="Cross-validated MAE and R2 of PolySRLRegressor (probe or fine-tune) on a "
-                                    "bundled dataset or your own table; prints the table, writes per-fold JSON.",
+                        description="Cross-validated MAE and R2 of PolySRLRegressor, or ROC AUC and accuracy of "
+                                    "PolySRLClassifier (probe or fine-tune), on a bundled dataset or your own "
+                                    "table; prints the table, writes per-fold JSON.",
                         epilog=_EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("--model", default="default",
                     help="'default' (shipped), 'none' (random init) or a model file (.pt, written by 'skpolysrl "
@@ -356,8 +406,12 @@ def build_parser():
     ev.add_argument("--target-col", default="target", help="column of targets in --data")
     ev.add_argument("--average-duplicates", action="store_true",
                     help="average targets of rows with the same stoichiometry (--data only)")
-    ev.add_argument("--target-transform", choices=["log", "minmax"],
-                    help="train and score on log10 or min-max scaled targets (original-unit MAE also reported)")
+    ev.add_argument("--task-type", choices=["regression", "classification"],
+                    help="regression (MAE, R2) or classification (ROC AUC, accuracy; the target holds class "
+                         "labels); default: the bundled dataset's own type, regression for --data")
+    ev.add_argument("--target-transform", choices=TARGET_TRANSFORMS,
+                    help="regression: train and score on scaled targets: log (natural, as the paper's code), "
+                         "log10, or minmax (original-unit MAE also reported)")
     ev.add_argument("--report-scale", type=float, default=1.0,
                     help="multiply reported MAEs by this (the paper's x10 for Form. E., Metallic, Seebeck)")
     ev.add_argument("--temperature-col", help="column of measurement temperatures (K) in --data")
@@ -368,7 +422,8 @@ def build_parser():
     ev.add_argument("--seed", type=int, help="split seed (default 0; 18012019 for matbench datasets)")
     ev.add_argument("--epochs", type=int, help="training epochs (default 300 probe / 500 finetune)")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    ev.add_argument("--json", help="write the result (per-fold MAE and R2, means, stds) as JSON here")
+    ev.add_argument("--json", help="write the result (per-fold MAE and R2, or ROC AUC and accuracy; means, stds) "
+                                   "as JSON here")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
     for command in (pre, fea, ev):

@@ -8,7 +8,8 @@ cross-validation (random split, seed 0) and reported as the mean and standard
 deviation of the MAE (and R^2) over the folds.
 
 This module provides the head as a scikit-learn regressor working on any
-numeric feature matrix (:class:`MLPHeadRegressor`) and the cross-validation
+numeric feature matrix (:class:`MLPHeadRegressor`), its classifier counterpart
+(:class:`MLPHeadClassifier`, softmax cross-entropy) and the cross-validation
 loop (:func:`cross_validate_probe`), which accepts any scikit-learn regressor,
 so that PolySRL features, Magpie features and other baselines are scored by
 exactly the same protocol.
@@ -29,11 +30,14 @@ import numbers
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import KFold
 from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ._runtime import resolve_device, seeded
@@ -45,16 +49,17 @@ try:  # scikit-learn >= 1.6
 except ImportError:  # pragma: no cover - older scikit-learn
     _sk_validate_data = None
 
-__all__ = ["MLPHeadRegressor", "cross_validate_probe"]
+__all__ = ["MLPHeadRegressor", "MLPHeadClassifier", "cross_validate_probe"]
 
 #: Rows per forward pass in ``predict`` (bounds memory for very large inputs).
 _PREDICT_CHUNK = 65536
 
 
-def _validate(estimator, X, y="no_validation", *, reset):
+def _validate(estimator, X, y="no_validation", *, reset, y_numeric=True):
     """``validate_data`` without the finiteness check of X (done by :func:`_check_finite`).
 
     ``y="no_validation"`` validates X alone (predict); in fit, ``y=None`` is an error.
+    ``y_numeric=False`` keeps class labels as they are.
     """
     kwargs = {"dtype": [np.float64, np.float32], "reset": reset}
     if isinstance(y, str) and y == "no_validation":
@@ -62,8 +67,8 @@ def _validate(estimator, X, y="no_validation", *, reset):
             return _sk_validate_data(estimator, X, ensure_all_finite=False, **kwargs)
         return estimator._validate_data(X, force_all_finite=False, **kwargs)  # pragma: no cover
     if _sk_validate_data is not None:
-        return _sk_validate_data(estimator, X, y, ensure_all_finite=False, y_numeric=True, **kwargs)
-    return estimator._validate_data(X, y, force_all_finite=False, y_numeric=True, **kwargs)  # pragma: no cover
+        return _sk_validate_data(estimator, X, y, ensure_all_finite=False, y_numeric=y_numeric, **kwargs)
+    return estimator._validate_data(X, y, force_all_finite=False, y_numeric=y_numeric, **kwargs)  # pragma: no cover
 
 
 def _check_finite(X, name):
@@ -81,23 +86,148 @@ def _check_finite(X, name):
     )
 
 
-class RegressionObjective(torch.nn.Module):
-    """L1 loss of ``net(*inputs(idx))`` against ``targets[idx]``: the objective (for
-    :class:`~skpolysrl.engine.Trainer`) of the probe head and of fine-tuning."""
+def l1_loss(pred, target):
+    """The paper's regression loss: mean absolute error of a one-output net's predictions."""
+    return torch.nn.functional.l1_loss(pred.view(-1), target)
+
+
+def cross_entropy_loss(class_weight=None):
+    """Softmax cross-entropy on class codes ``0..k-1``, weighted per class by ``class_weight``
+    (an array of k weights, e.g. from :func:`sklearn.utils.class_weight.compute_class_weight`)."""
+    weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
+
+    def loss(logits, target):
+        w = None if weight is None else weight.to(logits.device)
+        return torch.nn.functional.cross_entropy(logits, target, weight=w)
+
+    return loss
+
+
+def softmax(logits):
+    """Row-wise softmax of an (n, k) float array (numerically stable)."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def encode_labels(y, class_weight=None):
+    """Class labels -> (codes 0..k-1 as int64, sorted classes, per-class weights or None).
+
+    Raises a ValueError if ``y`` is not binary or multiclass (e.g. continuous) or has one class.
+    """
+    if len(y) == 0:
+        raise ValueError("no labels given (got an empty y)")
+    check_classification_targets(y)
+    encoder = LabelEncoder().fit(y)
+    if len(encoder.classes_) < 2:
+        raise ValueError(f"a classifier needs at least 2 classes in y; got only one class, {encoder.classes_[0]!r}")
+    codes = encoder.transform(y).astype(np.int64)
+    weights = None
+    if class_weight == "balanced":
+        weights = compute_class_weight("balanced", classes=np.arange(len(encoder.classes_)), y=codes)
+    elif class_weight is not None:
+        weights = np.array([class_weight.get(c, 1.0) for c in encoder.classes_], dtype=np.float64)
+    return codes, encoder.classes_, weights
+
+
+class SupervisedObjective(torch.nn.Module):
+    """``loss(net(*inputs(idx)), targets[idx])``: the objective (for :class:`~skpolysrl.engine.Trainer`)
+    of the probe heads and of fine-tuning; ``loss`` is :func:`l1_loss` or a :func:`cross_entropy_loss`."""
 
     find_unused_parameters = False
 
-    def __init__(self, net, inputs, targets):
+    def __init__(self, net, inputs, targets, loss=l1_loss):
         super().__init__()
-        self.net, self.inputs, self.targets = net, inputs, targets
+        self.net, self.inputs, self.targets, self.loss = net, inputs, targets, loss
 
     def forward(self, idx):
-        pred = self.net(*self.inputs(idx)).view(-1)
-        loss = torch.nn.functional.l1_loss(pred, self.targets[torch.as_tensor(idx, device=self.targets.device)])
+        loss = self.loss(self.net(*self.inputs(idx)), self.targets[torch.as_tensor(idx, device=self.targets.device)])
         return loss, {"loss": float(loss.detach())}
 
 
-class MLPHeadRegressor(RegressorMixin, BaseEstimator):
+#: The regression objective under its earlier name.
+RegressionObjective = SupervisedObjective
+
+
+class _MLPHead(BaseEstimator):
+    """What the probe heads share: parameters, standardisation, training by the engine, forward pass."""
+
+    _parameter_constraints = {
+        "hidden_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "batch_size": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "standardize": ["boolean"],
+        "clip_inputs": ["boolean"],
+        "random_state": ["random_state"],
+        "device": [str],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, hidden_dim=128, epochs=300, lr=1e-3, batch_size=128, standardize=True,
+                 clip_inputs=True, random_state=None, device="cpu", weight_decay=1e-6):
+        self.hidden_dim = hidden_dim
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.standardize = standardize
+        self.clip_inputs = clip_inputs
+        self.random_state = random_state
+        self.device = device
+        self.weight_decay = weight_decay
+
+    def _fit_module(self, X, targets, n_outputs, loss):
+        """Train a fresh head with ``n_outputs`` outputs on ``loss(head(X[idx]), targets[idx])``."""
+        _check_finite(X, "fit")
+        X = X.astype(np.float64, copy=False)
+        if self.standardize:
+            mean = X.mean(axis=0)
+            scale = X.std(axis=0)
+            scale[~(scale > 0)] = 1.0
+        else:
+            mean = np.zeros(X.shape[1])
+            scale = np.ones(X.shape[1])
+
+        device = resolve_device(self.device)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        with seeded(seed):
+            module = build_head(X.shape[1], self.hidden_dim, n_outputs)
+        module = module.to(device)
+        Xt = torch.tensor((X - mean) / scale, dtype=torch.float32, device=device)
+        yt = torch.as_tensor(targets, device=device)
+        n = Xt.shape[0]
+        trainer = Trainer([{"params": list(module.parameters()), "weight_decay": self.weight_decay}], lr=self.lr,
+                          epochs=self.epochs, batch_size=n if self.batch_size is None else min(int(self.batch_size), n),
+                          n_rows=n, seed=seed, device=device, distributed=False, skip_small_batches=False)
+        history = trainer.fit(SupervisedObjective(module, lambda idx: (Xt[torch.as_tensor(idx, device=device)],), yt,
+                                                  loss))
+
+        self.module_ = module.cpu().eval()
+        self.mean_ = mean
+        self.scale_ = scale
+        self.data_min_ = X.min(axis=0)
+        self.data_max_ = X.max(axis=0)
+        self.loss_curve_ = [record["loss"] for record in history]
+        self.n_iter_ = int(self.epochs)
+        return self
+
+    def _outputs(self, X):
+        """The head's raw outputs, shape (n_samples, n_outputs), in float64."""
+        check_is_fitted(self, "module_")
+        X = _validate(self, X, reset=False)
+        _check_finite(X, "predict")
+        X = X.astype(np.float64, copy=False)
+        if self.clip_inputs:
+            X = np.clip(X, self.data_min_, self.data_max_)
+        Xs = (X - self.mean_) / self.scale_
+        head = copy.deepcopy(self.module_).double()
+        out = []
+        with torch.no_grad():
+            for start in range(0, Xs.shape[0], _PREDICT_CHUNK):
+                out.append(head(torch.from_numpy(np.ascontiguousarray(Xs[start : start + _PREDICT_CHUNK]))).numpy())
+        return np.concatenate(out) if out else np.empty((0, head[-1].out_features))
+
+
+class MLPHeadRegressor(RegressorMixin, _MLPHead):
     """The PolySRL probe head: a three-layer MLP regressor on a numeric feature matrix.
 
     ``Linear(n_features, hidden_dim) -> LeakyReLU -> Linear(hidden_dim, hidden_dim)
@@ -197,30 +327,6 @@ class MLPHeadRegressor(RegressorMixin, BaseEstimator):
     (3,)
     """
 
-    _parameter_constraints = {
-        "hidden_dim": [Interval(numbers.Integral, 1, None, closed="left")],
-        "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
-        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
-        "batch_size": [None, Interval(numbers.Integral, 1, None, closed="left")],
-        "standardize": ["boolean"],
-        "clip_inputs": ["boolean"],
-        "random_state": ["random_state"],
-        "device": [str],
-        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
-    }
-
-    def __init__(self, hidden_dim=128, epochs=300, lr=1e-3, batch_size=128, standardize=True,
-                 clip_inputs=True, random_state=None, device="cpu", weight_decay=1e-6):
-        self.hidden_dim = hidden_dim
-        self.epochs = epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.standardize = standardize
-        self.clip_inputs = clip_inputs
-        self.random_state = random_state
-        self.device = device
-        self.weight_decay = weight_decay
-
     def fit(self, X, y):
         """Train the head.
 
@@ -243,40 +349,7 @@ class MLPHeadRegressor(RegressorMixin, BaseEstimator):
         """
         self._validate_params()
         X, y = _validate(self, X, y, reset=True)
-        _check_finite(X, "fit")
-        X = X.astype(np.float64, copy=False)
-        y = np.asarray(y, dtype=np.float64)
-
-        if self.standardize:
-            mean = X.mean(axis=0)
-            scale = X.std(axis=0)
-            scale[~(scale > 0)] = 1.0
-        else:
-            mean = np.zeros(X.shape[1])
-            scale = np.ones(X.shape[1])
-
-        device = resolve_device(self.device)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        with seeded(seed):
-            module = build_head(X.shape[1], self.hidden_dim)
-        module = module.to(device)
-        Xt = torch.tensor((X - mean) / scale, dtype=torch.float32, device=device)
-        yt = torch.tensor(y, dtype=torch.float32, device=device)
-        n = Xt.shape[0]
-        trainer = Trainer([{"params": list(module.parameters()), "weight_decay": self.weight_decay}], lr=self.lr,
-                          epochs=self.epochs, batch_size=n if self.batch_size is None else min(int(self.batch_size), n),
-                          n_rows=n, seed=seed, device=device, distributed=False, skip_small_batches=False)
-        history = trainer.fit(RegressionObjective(module, lambda idx: (Xt[torch.as_tensor(idx, device=device)],), yt))
-        losses = [record["loss"] for record in history]
-
-        self.module_ = module.cpu().eval()
-        self.mean_ = mean
-        self.scale_ = scale
-        self.data_min_ = X.min(axis=0)
-        self.data_max_ = X.max(axis=0)
-        self.loss_curve_ = losses
-        self.n_iter_ = int(self.epochs)
-        return self
+        return self._fit_module(X, np.asarray(y, dtype=np.float32), 1, l1_loss)
 
     def predict(self, X):
         """Predict targets.
@@ -296,20 +369,71 @@ class MLPHeadRegressor(RegressorMixin, BaseEstimator):
         ValueError
             If ``X`` contains NaN or infinity or has the wrong number of columns.
         """
-        check_is_fitted(self, "module_")
-        X = _validate(self, X, reset=False)
-        _check_finite(X, "predict")
-        X = X.astype(np.float64, copy=False)
-        if self.clip_inputs:
-            X = np.clip(X, self.data_min_, self.data_max_)
-        Xs = (X - self.mean_) / self.scale_
-        head = copy.deepcopy(self.module_).double()
-        out = np.empty(Xs.shape[0], dtype=np.float64)
-        with torch.no_grad():
-            for start in range(0, Xs.shape[0], _PREDICT_CHUNK):
-                chunk = torch.from_numpy(np.ascontiguousarray(Xs[start : start + _PREDICT_CHUNK]))
-                out[start : start + len(chunk)] = head(chunk).view(-1).numpy()
-        return out
+        return self._outputs(X)[:, 0]
+
+
+class MLPHeadClassifier(ClassifierMixin, _MLPHead):
+    """The PolySRL probe head as a classifier: the same MLP with one output per class, softmax cross-entropy.
+
+    The counterpart of :class:`MLPHeadRegressor` (same architecture, training,
+    standardisation and input clipping; see its documentation for the shared
+    parameters) for binary and multiclass targets of any label type.
+
+    Parameters
+    ----------
+    hidden_dim, epochs, lr, batch_size, standardize, clip_inputs, random_state, device, weight_decay
+        As in :class:`MLPHeadRegressor`.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the cross-entropy, as in scikit-learn
+        (``"balanced"``: inversely proportional to the class frequencies).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels, sorted.
+    module_, mean_, scale_, data_min_, data_max_, loss_curve_, n_iter_, n_features_in_
+        As in :class:`MLPHeadRegressor` (``loss_curve_``: mean cross-entropy per epoch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skpolysrl.evaluation import MLPHeadClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.normal(size=(200, 5)); y = np.where(X[:, 0] > 0, "metal", "insulator")
+    >>> clf = MLPHeadClassifier(epochs=50, random_state=0).fit(X, y)
+    >>> clf.classes_.tolist(), clf.predict_proba(X[:3]).shape
+    (['insulator', 'metal'], (3, 2))
+    """
+
+    _parameter_constraints = {**_MLPHead._parameter_constraints, "class_weight": [dict, StrOptions({"balanced"}), None]}
+
+    def __init__(self, hidden_dim=128, epochs=300, lr=1e-3, batch_size=128, standardize=True, clip_inputs=True,
+                 random_state=None, device="cpu", weight_decay=1e-6, class_weight=None):
+        super().__init__(hidden_dim=hidden_dim, epochs=epochs, lr=lr, batch_size=batch_size, standardize=standardize,
+                         clip_inputs=clip_inputs, random_state=random_state, device=device, weight_decay=weight_decay)
+        self.class_weight = class_weight
+
+    def fit(self, X, y):
+        """Train the head on class labels.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` contains NaN or infinity, ``y`` is continuous or holds a single class.
+        """
+        self._validate_params()
+        X, y = _validate(self, X, y, reset=True, y_numeric=False)
+        codes, self.classes_, weights = encode_labels(y, self.class_weight)
+        return self._fit_module(X, codes, len(self.classes_), cross_entropy_loss(weights))
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
+        return softmax(self._outputs(X))
+
+    def predict(self, X):
+        """The most probable class of each row."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
 
 def cross_validate_probe(X, y, estimator=None, n_splits=5, seed=0):

@@ -13,7 +13,7 @@ from sklearn.model_selection import KFold, train_test_split
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skpolysrl import PolySRLFeaturizer
-from skpolysrl.evaluation import MLPHeadRegressor, cross_validate_probe
+from skpolysrl.evaluation import MLPHeadClassifier, MLPHeadRegressor, cross_validate_probe
 
 torch.set_num_threads(1)
 
@@ -155,7 +155,7 @@ def test_nan_input_raises_value_error():
         MLPHeadRegressor(epochs=2).fit(X[ok], np.array([1.0, np.nan, 2.0, 3.0, 4.0]))
 
 
-@parametrize_with_checks([MLPHeadRegressor(epochs=5)])
+@parametrize_with_checks([MLPHeadRegressor(epochs=5), MLPHeadClassifier(epochs=100, random_state=0)])
 def test_sklearn_compatible_estimator(estimator, check):
     name = getattr(check, "func", check).__name__
     if name == "check_array_api_input":

@@ -214,7 +214,7 @@ def test_transform_probe_and_regressor_build_the_same_columns(monkeypatch, refer
     from skpolysrl import evaluation, training
     from skpolysrl._io import load_model
     from skpolysrl.nn import output_features
-    from skpolysrl.regressor import _finetune_net
+    from skpolysrl._estimator import _finetune_net
     from skpolysrl.training import HeldOutProbe
 
     model = load_model(default_model_path())[0]

@@ -1,22 +1,7 @@
 """PolySRLRegressor: the probe and fine-tune protocols as a scikit-learn regressor on formulas.
 
-scikit-learn's estimator checks are written for numeric 2-D X. The ones that apply to an
-estimator whose input is a 1-D list of formula strings are called explicitly below
-(``APPLICABLE_CHECKS``); the behaviour the numeric checks test (fit returns self,
-idempotent fit, pickling, unfitted errors, sample-order and subset invariance, bad y,
-empty input, parameters untouched by fit) is tested here on real formulas.
-
-Checks that cannot apply, and why:
-- numeric-X checks (``check_estimators_dtypes``, ``check_dtype_object``,
-  ``check_fit2d_*``, ``check_f_contiguous_array_estimator``, ``check_readonly_memmap_input``,
-  ``check_inplace_ensure_writeable``, ``check_estimators_nan_inf``, ``check_complex_data``,
-  ``check_positive_only_tag_during_fit``, ``check_regressors_int``, ``check_regressors_train``,
-  ``check_*_data_not_an_array``, ``check_estimators_empty_data_messages``): X is formulas, not numbers;
-- sparse input (``check_estimator_sparse_*``): formulas are not sparse matrices;
-- ``sample_weight`` checks: the paper's protocols take no sample weights;
-- multi-output (``check_regressor_multioutput``, ``check_supervised_y_2d``): one target per model;
-- classifier, transformer, clusterer and outlier checks: not that kind of estimator;
-- ``check_requires_y_none``: y is required and a missing y raises before any data check.
+The scikit-learn checks that apply to formula input, and why the others do not:
+``formula_estimator_checks.py``.
 """
 
 import pickle
@@ -30,15 +15,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 
+from formula_estimator_checks import FORMULA_ESTIMATOR_CHECKS
 from skpolysrl import FormulaError, PolySRLFeaturizer, PolySRLRegressor
 
-APPLICABLE_CHECKS = [
-    "check_no_attributes_set_in_init", "check_parameters_default_constructible", "check_get_params_invariance",
-    "check_set_params", "check_estimator_cloneable", "check_estimator_repr", "check_estimator_tags_renamed",
-    "check_valid_tag_types", "check_mixin_order", "check_do_not_raise_errors_in_init_or_set_params",
-    "check_param_validation", "check_estimators_unfitted", "check_supervised_y_no_nan",
-    "check_non_transformer_estimators_n_iter",
-]
+APPLICABLE_CHECKS = FORMULA_ESTIMATOR_CHECKS
 
 FAST = dict(epochs=30, random_state=0)
 

@@ -11,7 +11,7 @@ import pandas as pd
 from ..exceptions import FormulaError, SkPolySRLError
 
 __all__ = ["load_matbench", "load_mp_property", "load_table", "read_table", "MATBENCH_TASKS", "DATASETS",
-           "load_dataset"]
+           "DATASET_ALIASES", "MATBENCH_CLASSIFICATION_TASKS", "dataset_task_type", "load_dataset"]
 
 #: matbench composition tasks bundled with the package (target units in brackets).
 MATBENCH_TASKS = {
@@ -20,6 +20,12 @@ MATBENCH_TASKS = {
     "glass": "metallic glass forming ability, 1 = forms a glass (5,680 formulas)",
     "steels_yield": "steel yield strength [MPa] (312 alloys)",
 }
+
+#: matbench tasks scored as classification (ROC AUC on stratified folds); every other task is regression.
+MATBENCH_CLASSIFICATION_TASKS = frozenset({"matbench_expt_is_metal", "matbench_glass", "matbench_mp_is_metal"})
+
+#: Earlier names of bundled datasets, accepted wherever a dataset or matbench task is named.
+DATASET_ALIASES = {"expt_gap_nonmetals": "band_gap", "matbench_steels": "matbench_steels_yield"}
 
 _MP_PROPERTIES = {"band_gap": "mp_gap", "formation_energy": "mp_e_form"}
 
@@ -104,7 +110,8 @@ def _average_duplicates(df, formula_col, target_col, reduce):
 
 
 def load_table(path, formula_col="formula", target_col="target", *, sheet_name=0, average_duplicates=False,
-               temperature_col=None, temperature_window=None, extra_cols=(), ignore_errors=False):
+               temperature_col=None, temperature_window=None, extra_cols=(), ignore_errors=False,
+               task_type="regression"):
     """Load a user's table of formulas and targets (CSV/XLSX/Parquet/JSON).
 
     This is how data we cannot ship are run through the paper's protocols: the
@@ -132,12 +139,16 @@ def load_table(path, formula_col="formula", target_col="target", *, sheet_name=0
     ignore_errors : bool, default=False
         Drop rows whose formula cannot be read (a warning names the first)
         instead of raising.
+    task_type : {"regression", "classification"}, default="regression"
+        ``"classification"``: the target holds class labels, kept as they are
+        (text or numbers); only empty cells count as missing.
 
     Returns
     -------
     DataFrame
-        Columns ``formula``, ``target`` (float), then ``extra_cols``; rows with
-        a missing formula or target are dropped (a warning says how many).
+        Columns ``formula``, ``target`` (float for regression), then
+        ``extra_cols``; rows with a missing formula or target (regression:
+        also a non-numeric one) are dropped (a warning says how many).
         Formulas are read as text: ``NaN`` is sodium nitride, not a missing value.
 
     Raises
@@ -160,27 +171,36 @@ def load_table(path, formula_col="formula", target_col="target", *, sheet_name=0
         if temperature_col is None:
             raise ValueError("temperature_window needs temperature_col, the column of temperatures in K")
         df = select_temperature_window(df, temperature_col, temperature_window)
+    if task_type not in ("regression", "classification"):
+        raise ValueError(f"task_type must be 'regression' or 'classification', got {task_type!r}")
+    classification = task_type == "classification"
+    if classification and average_duplicates:
+        raise ValueError("average_duplicates averages numeric targets; it does not apply to class labels")
     df = df[[formula_col, target_col, *extra_cols]].copy()
-    df[target_col] = pd.to_numeric(df[target_col], errors="coerce")
+    if not classification:
+        df[target_col] = pd.to_numeric(df[target_col], errors="coerce")
     bad = df[formula_col].isna() | df[target_col].isna()
     if bad.any():
         warnings.warn(f"{os.fspath(path)!r}: dropped {int(bad.sum())} of {len(df)} rows with a missing formula "
-                      f"or a non-numeric target (first: {row_label(path, df.index[bad.to_numpy()][0])})",
-                      stacklevel=2)
+                      f"or a {'missing label' if classification else 'non-numeric target'} "
+                      f"(first: {row_label(path, df.index[bad.to_numpy()][0])})", stacklevel=2)
         df = df[~bad]
-    infinite = ~np.isfinite(df[target_col].to_numpy(dtype=float))
+    numeric = not classification or pd.api.types.is_numeric_dtype(df[target_col])
+    infinite = ~np.isfinite(df[target_col].to_numpy(dtype=float)) if numeric else np.zeros(len(df), dtype=bool)
     if infinite.any():
         raise ValueError(f"{os.fspath(path)!r}: target {df[target_col].to_numpy()[infinite][0]} at "
                          f"{row_label(path, df.index[infinite][0])} is not finite; fix or remove that row")
     df = _drop_bad_formulas(df, formula_col, path, ignore_errors)
     if len(df) == 0:
-        raise ValueError(f"{os.fspath(path)!r} has no rows with a formula and a numeric target")
+        raise ValueError(f"{os.fspath(path)!r} has no rows with a formula and a "
+                         f"{'label' if classification else 'numeric target'}")
     if average_duplicates:
         if extra_cols:
             raise ValueError("average_duplicates cannot be combined with extra_cols")
         df = _average_duplicates(df, formula_col, target_col, reduce=True)
     df = df.rename(columns={formula_col: "formula", target_col: "target"}).reset_index(drop=True)
-    df["target"] = df["target"].astype(float)
+    if not classification:
+        df["target"] = df["target"].astype(float)
     return df
 
 
@@ -223,7 +243,8 @@ def load_matbench(name, source="bundled"):
     Parameters
     ----------
     name : {"expt_gap", "expt_is_metal", "glass", "steels_yield"}
-        The task (``matbench_`` prefix optional), see :data:`MATBENCH_TASKS`.
+        The task (``matbench_`` prefix optional; ``steels`` is an alias of
+        ``steels_yield``), see :data:`MATBENCH_TASKS`.
     source : {"bundled", "matminer"}, default="bundled"
         ``"bundled"`` reads the copy shipped in the package (matbench v0.1 via
         the CrabNet repository, MIT licence); ``"matminer"`` calls
@@ -232,16 +253,19 @@ def load_matbench(name, source="bundled"):
 
     Notes
     -----
-    matbench scores these tasks with ``KFold(5, shuffle=True, random_state=18012019)``;
-    :data:`skpolysrl.model_selection.MATBENCH_SEED` holds that seed.
+    matbench scores its regression tasks on ``KFold(5, shuffle=True, random_state=18012019)``
+    and its classification tasks (:data:`MATBENCH_CLASSIFICATION_TASKS`) on
+    ``StratifiedKFold`` with the same arguments: :func:`skpolysrl.model_selection.matbench_kfold`.
     """
-    key = name[len("matbench_"):] if name.startswith("matbench_") else name
+    full = _canonical(name if name.startswith("matbench_") else f"matbench_{name}")
+    key = full[len("matbench_"):]
     if key not in MATBENCH_TASKS:
         raise ValueError(f"unknown matbench task {name!r}; bundled tasks: {sorted(MATBENCH_TASKS)}")
     if source == "matminer":
         from matminer.datasets import load_dataset as mm_load
 
-        df = mm_load(f"matbench_{key}")
+        matbench_name = {v: k for k, v in DATASET_ALIASES.items()}.get(full, full)  # matbench_steels
+        df = mm_load(matbench_name)
         formula_col = "composition"
         target_col = [c for c in df.columns if c != formula_col][0]
         return df.rename(columns={formula_col: "formula", target_col: "target"})[["formula", "target"]]
@@ -298,8 +322,23 @@ DATASETS = {
 }
 
 
+def _canonical(name):
+    return DATASET_ALIASES.get(name, name)
+
+
+def dataset_task_type(name):
+    """``"classification"`` for the matbench classification tasks (:data:`MATBENCH_CLASSIFICATION_TASKS`,
+    ``matbench_`` prefix optional), ``"regression"`` for every other dataset or task name."""
+    name = _canonical(name)
+    if not name.startswith("matbench_") and name not in DATASETS:  # a bare matbench task name
+        name = f"matbench_{name}"
+    return "classification" if name in MATBENCH_CLASSIFICATION_TASKS else "regression"
+
+
 def load_dataset(name):
-    """Any bundled formula + target set by name (see :data:`DATASETS`)."""
+    """Any bundled formula + target set by name (see :data:`DATASETS`; the old names in
+    :data:`DATASET_ALIASES` work too)."""
+    name = _canonical(name)
     if name == "band_gap":
         return _band_gap()
     if name.startswith("matbench_"):
@@ -308,4 +347,5 @@ def load_dataset(name):
         return load_mp_property("band_gap")
     if name == "mp_formation_energy":
         return load_mp_property("formation_energy")
-    raise ValueError(f"unknown dataset {name!r}; bundled datasets: {sorted(DATASETS)}")
+    raise ValueError(f"unknown dataset {name!r}; bundled datasets: {sorted(DATASETS)} "
+                     f"(also under their earlier names {sorted(DATASET_ALIASES)})")
