@@ -6,10 +6,12 @@ from .exceptions import FormulaError, ModelFileError, SkPolySRLError, StructureG
 from .exceptions import GraphCacheError, StructureFileError
 from .featurizer import PolySRLFeaturizer
 from .regressor import PolySRLRegressor
+from .zero_inflated import ZeroInflatedRegressor
 
 __all__ = [
     "PolySRLFeaturizer",
     "PolySRLRegressor",
+    "ZeroInflatedRegressor",
     "SkPolySRLError",
     "FormulaError",
     "UnknownElementError",
