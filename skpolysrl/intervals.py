@@ -184,7 +184,9 @@ def interval_scores(y_true, y_pred, intervals, confidence_level, std=None):
         half = (intervals[:, 1, k] - intervals[:, 0, k]) / 2
         scores[f"coverage_{level:g}"] = float(coverage[k])
         scores[f"width_{level:g}"] = float(width[k])
-        scores[f"rho_width_{level:g}"] = float(spearmanr(half, error)[0]) if np.ptp(half) > 0 else float("nan")
+        # one width for all rows (up to rounding) ranks nothing: NaN, not a correlation with float noise
+        constant = np.ptp(half) <= 1e-9 * max(float(np.abs(half).max()), 1e-300)
+        scores[f"rho_width_{level:g}"] = float("nan") if constant else float(spearmanr(half, error)[0])
     if std is not None:
         scores["rho_std"] = float(spearmanr(np.asarray(std, dtype=np.float64), error)[0])
     return scores

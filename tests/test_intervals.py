@@ -67,8 +67,9 @@ def test_split_conformal_fits_a_clone_and_absolute_intervals_have_one_width(band
     assert not hasattr(estimator[-1], "coef_")
     width = intervals[:, 1, 0] - intervals[:, 0, 0]
     np.testing.assert_allclose(width, width[0])
-    coverage = interval_scores(y[test], pred, intervals, 0.9)["coverage_0.9"]
-    assert abs(coverage - 0.9) < 0.06
+    scores = interval_scores(y[test], pred, intervals, 0.9)
+    assert abs(scores["coverage_0.9"] - 0.9) < 0.06
+    assert np.isnan(scores["rho_width_0.9"])  # a constant width ranks no error
 
 
 def test_cross_conformal_on_features_and_a_zero_inflated_model():
