@@ -32,18 +32,10 @@ import numpy as np
 import pandas as pd
 
 from _report import strict_json
+from uncertainty import magpie_features  # one definition of the Magpie baseline's features
 
 warnings.filterwarnings("ignore", category=UserWarning)
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def magpie_features(formulas):
-    from matminer.featurizers.composition import ElementProperty
-    from pymatgen.core import Composition
-
-    ep = ElementProperty.from_preset("magpie")
-    ep.set_n_jobs(1)
-    return np.asarray(ep.featurize_many([Composition(f) for f in formulas], pbar=False), dtype=float)
 
 
 def main():
