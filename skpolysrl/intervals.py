@@ -51,7 +51,7 @@ _SCORES = {"absolute": "absolute", "std": "std_normalized", "gamma": "gamma"}
 
 
 class _FormulaInput(RegressorMixin, BaseEstimator):
-    """Hands formulas to ``estimator`` unchanged, without the ``n_features_in_`` MAPIE probes.
+    """Hands X (formulas or features) to ``estimator`` unchanged, without the ``n_features_in_`` MAPIE probes.
 
     MAPIE checks that a model is fitted by predicting on ``np.zeros((1,
     n_features_in_))``, which a model that reads formulas refuses (a number is not
@@ -128,13 +128,11 @@ def conformal_regressor(estimator, confidence_level=(0.68, 0.95), *, conformity_
     if isinstance(confidence_level, numbers.Real):
         confidence_level = [float(confidence_level)]
     confidence_level = [float(c) for c in confidence_level]
-    if get_tags(estimator).input_tags.string:
-        if prefit:
-            wrapped = _FormulaInput(estimator)
-            wrapped.estimator_, wrapped.fitted_ = estimator, True
-            estimator = wrapped
-        else:
-            estimator = _FormulaInput(estimator)
+    # every estimator: tags do not tell whether one reads formulas (a Pipeline over a featurizer does)
+    wrapped = _FormulaInput(estimator)
+    if prefit:
+        wrapped.estimator_, wrapped.fitted_ = estimator, True
+    estimator = wrapped
     if cv is None:
         return SplitConformalRegressor(estimator, confidence_level=confidence_level,
                                        conformity_score=conformity_score, prefit=prefit, n_jobs=n_jobs)

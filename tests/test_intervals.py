@@ -70,6 +70,13 @@ def test_split_conformal_fits_a_clone_and_absolute_intervals_have_one_width(band
     scores = interval_scores(y[test], pred, intervals, 0.9)
     assert abs(scores["coverage_0.9"] - 0.9) < 0.06
     assert np.isnan(scores["rho_width_0.9"])  # a constant width ranks no error
+    # a zero-inflated model over formula pipelines, already fitted, calibrated on its mixture std
+    zi = ZeroInflatedRegressor(make_pipeline(PolySRLFeaturizer(verbose=False, device="cpu"),
+                                             StandardScaler(), LogisticRegression(max_iter=1000)), estimator)
+    zi.fit(X.iloc[fit], y[fit] - 1.0)  # shifted: a quarter of the band gaps at or below 0
+    model = conformal_regressor(zi, 0.9, conformity_score="std", prefit=True).conformalize(X.iloc[cal], y[cal] - 1.0)
+    pred, intervals = model.predict_interval(X.iloc[test])
+    assert abs(interval_scores(y[test] - 1.0, pred, intervals, 0.9)["coverage_0.9"] - 0.9) < 0.06
 
 
 def test_cross_conformal_on_features_and_a_zero_inflated_model():
