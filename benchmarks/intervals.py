@@ -123,7 +123,9 @@ def main():
             f"| {fmt(r['rho_width_0.95'])} | {fmt(r.get('rho_std'))} |")
     lines += ["", "Coverage: share of out-of-fold targets inside the interval, pooled over the 5 folds (+/- the "
               "standard deviation over folds). Widths in eV. rho: Spearman rank correlation over all rows "
-              "(empty for constant-width intervals). Per-fold numbers: `intervals.json`.", ""]
+              "(empty for constant-width intervals). Per-fold numbers: `intervals.json`.",
+              "", "conformal absolute: one width per fold, so its rho(half-width) only compares the five folds' "
+              "widths.", ""]
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as fh:
         fh.write("\n".join(lines))
