@@ -126,7 +126,10 @@ class ZeroInflatedRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self : ZeroInflatedRegressor
         """
         self._validate_params()
-        y = column_or_1d(np.asarray(y, dtype=np.float64), warn=True)
+        y = column_or_1d(y, warn=True)
+        if np.iscomplexobj(y):  # a cast would silently drop the imaginary part
+            raise ValueError("Complex data not supported: y must be real numbers")
+        y = np.asarray(y, dtype=np.float64)
         X = indexable(X)[0]  # lists, arrays, DataFrames and sparse matrices stay as they are
         n = _num_samples(X)
         if n < 2:
