@@ -7,11 +7,13 @@ from .exceptions import GraphCacheError, StructureFileError
 from .featurizer import PolySRLFeaturizer
 from .classifier import PolySRLClassifier
 from .regressor import PolySRLRegressor
+from .zero_inflated import ZeroInflatedRegressor
 
 __all__ = [
     "PolySRLFeaturizer",
     "PolySRLRegressor",
     "PolySRLClassifier",
+    "ZeroInflatedRegressor",
     "SkPolySRLError",
     "FormulaError",
     "UnknownElementError",
