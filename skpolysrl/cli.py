@@ -223,9 +223,19 @@ def _build_estimator(args, task_type):
     from .classifier import PolySRLClassifier
     from .regressor import PolySRLRegressor
 
-    kind = PolySRLClassifier if task_type == "classification" else PolySRLRegressor
-    return kind(pretrained=_model_source(args.model, args.trust_pickle), finetune=args.protocol == "finetune",
-                epochs=args.epochs, device=args.device, random_state=0, verbose=not args.quiet)
+    def build(kind):
+        return kind(pretrained=_model_source(args.model, args.trust_pickle), finetune=args.protocol == "finetune",
+                    epochs=args.epochs, device=args.device, random_state=0, verbose=not args.quiet)
+
+    if args.estimator == "zero-inflated":
+        from .zero_inflated import ZeroInflatedRegressor
+
+        if task_type == "classification":
+            raise ValueError("--estimator zero-inflated is for regression targets with a mass at zero (band gaps "
+                             "of metals); drop it for a classification task")
+        # P(y > 0) and the regressor of the positive part, both with the chosen protocol
+        return ZeroInflatedRegressor(build(PolySRLClassifier), build(PolySRLRegressor))
+    return build(PolySRLClassifier if task_type == "classification" else PolySRLRegressor)
 
 
 def _evaluate_task_type(args):
@@ -281,7 +291,7 @@ def cmd_evaluate(args):
                             cv=paper_kfold(args.folds, seed, stratified=classification),
                             target_transform=args.target_transform, report_scale=args.report_scale, on_fold_end=show)
     result.update(dataset=name, n_samples=len(df), model=args.model, protocol=args.protocol, n_folds=args.folds,
-                  seed=seed)
+                  seed=seed, estimator=args.estimator)
     fold_kind = "stratified " if classification else ""
     print(f"{name}: {len(df)} formulas, {task_type}, {args.protocol}, model={args.model}, "
           f"{args.folds}-fold {fold_kind}CV seed {seed}")
@@ -418,6 +428,10 @@ def build_parser():
     ev.add_argument("--temperature-window", type=float, nargs=2, metavar=("LO", "HI"),
                     help="keep rows measured in [LO, HI] K, e.g. 295 305 (ESTM 300 K) or 593 608 (600 K)")
     ev.add_argument("--protocol", default="probe", choices=["probe", "finetune"])
+    ev.add_argument("--estimator", default="polysrl", choices=["polysrl", "zero-inflated"],
+                    help="polysrl: PolySRLRegressor / PolySRLClassifier; zero-inflated: P(y > 0) from a "
+                         "PolySRLClassifier times a PolySRLRegressor fitted on y > 0 (targets with many zeros, "
+                         "e.g. matbench_expt_gap's metals)")
     ev.add_argument("--folds", type=int, default=5)
     ev.add_argument("--seed", type=int, help="split seed (default 0; 18012019 for matbench datasets)")
     ev.add_argument("--epochs", type=int, help="training epochs (default 300 probe / 500 finetune)")

@@ -245,3 +245,20 @@ def test_cli_evaluate_old_dataset_names_and_log10(tmp_path):
         res = json.loads(out.read_text())
         assert res["dataset"] == name and res["target_transform"] == "log10" and res["n_samples"] == len(
             load_dataset(name))
+
+
+def test_cli_evaluate_zero_inflated_on_a_table_with_metals(tmp_path, capsys):
+    df = load_dataset("matbench_expt_gap").sample(400, random_state=0).reset_index(drop=True)
+    assert (df["target"] == 0).mean() > 0.3  # metals: a mass at zero
+    path = tmp_path / "gaps.csv"
+    df.to_csv(path, index=False)
+    outs = {}
+    for estimator in ("polysrl", "zero-inflated"):
+        outs[estimator] = tmp_path / f"{estimator}.json"
+        assert main(["evaluate", "--data", str(path), "--estimator", estimator, "--folds", "2", "--epochs", "60",
+                     "--quiet", "--json", str(outs[estimator])]) == 0
+    plain, zi = (json.loads(outs[k].read_text()) for k in ("polysrl", "zero-inflated"))
+    assert zi["estimator"] == "zero-inflated" and len(zi["folds"]) == 2
+    assert zi["mae_mean"] < plain["mae_mean"]  # predicting exact zeros for likely metals pays under MAE
+    assert main(["evaluate", "--dataset", "matbench_glass", "--estimator", "zero-inflated"]) == 2
+    assert "for regression targets" in capsys.readouterr().err
