@@ -1,0 +1,423 @@
+"""Estimators for the four matbench composition tasks, chosen honestly, scored on the official folds.
+
+Two modes, both on the bundled matbench tables (``skpolysrl.datasets.load_dataset``):
+
+``--select``  For each task, every candidate of :data:`CANDIDATES` (feature blocks x model) is
+              scored by an inner k-fold CV (``--inner-splits``: 5 for steels, 3 for the larger
+              tasks) on the *training part of outer fold 0 only*; the scores are appended to
+              ``<out>_selection.jsonl``. The candidate with the best inner score is the task's
+              choice (:data:`CHOSEN` freezes it). The outer folds' test rows never choose anything.
+default       Scores the frozen choice of each task on the 5 official matbench folds
+              (regression ``KFold(5, shuffle=True, random_state=18012019)``, classification
+              ``StratifiedKFold`` with the same seed) next to RF/Magpie (500 trees on matminer's
+              Magpie features), run by the same script on the same folds, and writes
+              ``<out>.json`` and ``<out>.md``.
+
+Feature blocks are per-formula and fitted on nothing from the task (the PolySRL model is the
+shipped one; the metal-probability column is a classifier trained on the DFT metallicity of
+68,138 MP formulas, ``--mp-is-metal``, an external data set), so computing them once per data
+set and indexing rows is the same as featurizing inside each fold. They are cached as
+``<cache>/<dataset>_<block>.npy``.
+
+    python benchmarks/matbench_models.py --select --tasks steels glass
+    python benchmarks/matbench_models.py --mp-is-metal ../shared/data/matbench/mp_is_metal.csv
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, HistGradientBoostingClassifier,
+                              HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor)
+from sklearn.metrics import mean_absolute_error, roc_auc_score
+from sklearn.model_selection import KFold, StratifiedKFold
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import strict_json  # noqa: E402
+
+from skpolysrl import PolySRLFeaturizer  # noqa: E402
+from skpolysrl.datasets import load_dataset  # noqa: E402
+from skpolysrl.evaluation import MLPHeadRegressor  # noqa: E402
+
+SEED = 18012019
+N_JOBS = 2
+TASKS = {  # short name: (dataset, kind)
+    "steels": ("matbench_steels_yield", "regression"),
+    "glass": ("matbench_glass", "classification"),
+    "is_metal": ("matbench_expt_is_metal", "classification"),
+    "expt_gap": ("matbench_expt_gap", "regression"),
+}
+LEADERBOARD_RF_MAGPIE = {"steels": 103.5, "glass": 0.8587, "is_metal": 0.9167, "expt_gap": 0.4461}
+TARGETS = {"steels": 95.0, "glass": 0.90, "is_metal": 0.93, "expt_gap": 0.33}
+
+
+# ------------------------------------------------------------------ features
+def _matminer_block(block):
+    from matminer.featurizers.composition import (BandCenter, ElementFraction, ElementProperty, IonProperty,
+                                                  Stoichiometry, ValenceOrbital)
+    if block == "magpie":
+        return [ElementProperty.from_preset("magpie", impute_nan=True)]
+    if block == "fractions":
+        return [ElementFraction()]
+    if block == "extras":
+        return [Stoichiometry(), ValenceOrbital(impute_nan=True), IonProperty(fast=True, impute_nan=True),
+                BandCenter(impute_nan=True)]
+    raise ValueError(block)
+
+
+def compute_block(formulas, block):
+    """One feature block for a list of formulas (rows in order)."""
+    if block == "polysrl":
+        return np.asarray(PolySRLFeaturizer().transform(list(formulas)), dtype=float)
+    from pymatgen.core import Composition
+    comps = [Composition(f) for f in formulas]
+    columns = []
+    for featurizer in _matminer_block(block):
+        featurizer.set_n_jobs(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            columns.append(np.asarray(featurizer.featurize_many(comps, ignore_errors=True, pbar=False), dtype=float))
+    return np.hstack(columns)
+
+
+def cached_block(name, formulas, block, cache_dir):
+    path = Path(cache_dir) / f"{name}_{block}.npy"
+    if path.exists():
+        X = np.load(path)
+        if len(X) == len(formulas):
+            return X
+    t = time.time()
+    X = compute_block(formulas, block)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, X)
+    print(f"  featurized {name}/{block}: {X.shape} in {time.time() - t:.1f} s", flush=True)
+    return X
+
+
+METAL_FEATURES = ("polysrl", "magpie", "fractions")
+
+
+def metal_probability(name, formulas, mp_csv, cache_dir):
+    """P(metal) from a classifier fitted on the DFT metallicity of MP formulas (external data)."""
+    path = Path(cache_dir) / f"{name}_metalprob.npy"
+    if path.exists():
+        return np.load(path)
+    model_path = Path(cache_dir) / "mp_is_metal_hgb.joblib"
+    import joblib
+    if model_path.exists():
+        model = joblib.load(model_path)  # written by this function, below
+    else:
+        mp = pd.read_csv(mp_csv)
+        Xmp = np.hstack([cached_block("mp_is_metal", list(mp.formula), b, cache_dir) for b in METAL_FEATURES])
+        t = time.time()
+        model = HistGradientBoostingClassifier(max_iter=500, learning_rate=0.1, max_leaf_nodes=63,
+                                               random_state=0).fit(Xmp, mp.target.astype(int))
+        print(f"  mp_is_metal classifier: {len(mp)} rows in {time.time() - t:.1f} s", flush=True)
+        joblib.dump(model, model_path)
+    X = np.hstack([cached_block(name, formulas, b, cache_dir) for b in METAL_FEATURES])
+    p = model.predict_proba(X)[:, 1:2]
+    np.save(path, p)
+    return p
+
+
+def feature_matrix(name, formulas, blocks, cache_dir, mp_csv=None):
+    parts = []
+    for block in blocks:
+        if block == "metalprob":
+            if mp_csv is None:
+                raise SystemExit("the metalprob block needs --mp-is-metal PATH (matbench mp_is_metal.csv)")
+            parts.append(metal_probability(name, formulas, mp_csv, cache_dir))
+        else:
+            parts.append(cached_block(name, formulas, block, cache_dir))
+    return np.hstack(parts)
+
+
+# ------------------------------------------------------------------ models
+class ZeroInflatedRegressor(RegressorMixin, BaseEstimator):
+    """0 where the classifier's P(y > 0) < 0.5, else the regressor fitted on the rows with y > 0.
+
+    Prototype of issue 13's zero-inflated estimator (the library class is written elsewhere).
+    """
+
+    def __init__(self, classifier, regressor, threshold=0.5):
+        self.classifier = classifier
+        self.regressor = regressor
+        self.threshold = threshold
+
+    def fit(self, X, y):
+        y = np.asarray(y, dtype=float)
+        positive = y > 0
+        self.classifier_ = clone(self.classifier).fit(X, positive.astype(int))
+        self.regressor_ = clone(self.regressor).fit(X[positive], y[positive])
+        return self
+
+    def predict(self, X):
+        p = self.classifier_.predict_proba(X)[:, 1]
+        return np.where(p < self.threshold, 0.0, self.regressor_.predict(X))
+
+
+class AverageRegressor(RegressorMixin, BaseEstimator):
+    """Mean of the predictions of a few regressors."""
+
+    def __init__(self, estimators):
+        self.estimators = estimators
+
+    def fit(self, X, y):
+        self.estimators_ = [clone(e).fit(X, y) for e in self.estimators]
+        return self
+
+    def predict(self, X):
+        return np.mean([e.predict(X) for e in self.estimators_], axis=0)
+
+
+class AverageClassifier(ClassifierMixin, BaseEstimator):
+    """Mean of the predicted probabilities of a few classifiers."""
+
+    def __init__(self, estimators):
+        self.estimators = estimators
+
+    def fit(self, X, y):
+        self.estimators_ = [clone(e).fit(X, y) for e in self.estimators]
+        self.classes_ = self.estimators_[0].classes_
+        return self
+
+    def predict_proba(self, X):
+        return np.mean([e.predict_proba(X) for e in self.estimators_], axis=0)
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def hgb_reg(**kw):
+    params = dict(max_iter=1000, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=20, l2_regularization=0.0,
+                  early_stopping=False, random_state=0)
+    params.update(kw)
+    return HistGradientBoostingRegressor(**params)
+
+
+def hgb_clf(**kw):
+    params = dict(max_iter=300, learning_rate=0.1, max_leaf_nodes=31, min_samples_leaf=20, l2_regularization=0.0,
+                  early_stopping=False, random_state=0)
+    params.update(kw)
+    return HistGradientBoostingClassifier(**params)
+
+
+def et_reg(**kw):
+    return ExtraTreesRegressor(**{"n_estimators": 500, "n_jobs": N_JOBS, "random_state": 0, **kw})
+
+
+def et_clf(**kw):
+    return ExtraTreesClassifier(**{"n_estimators": 500, "n_jobs": N_JOBS, "random_state": 0, **kw})
+
+
+def rf_reg(**kw):
+    return RandomForestRegressor(**{"n_estimators": 500, "n_jobs": N_JOBS, "random_state": 0, **kw})
+
+
+def rf_clf(**kw):
+    return RandomForestClassifier(**{"n_estimators": 500, "n_jobs": N_JOBS, "random_state": 0, **kw})
+
+
+def mlp_reg(**kw):
+    return MLPHeadRegressor(**{"random_state": 0, **kw})
+
+
+# name -> (feature blocks, estimator factory); factories so that each use is a fresh estimator
+CANDIDATES = {
+    "steels": {
+        "rf_magpie": (["magpie"], lambda: rf_reg()),
+        "et_magpie": (["magpie"], lambda: et_reg()),
+        "et_fractions": (["fractions"], lambda: et_reg()),
+        "et_magpie_fractions": (["magpie", "fractions"], lambda: et_reg()),
+        "et_all": (["magpie", "fractions", "extras", "polysrl"], lambda: et_reg()),
+        "hgb_magpie_fractions": (["magpie", "fractions"], lambda: hgb_reg(min_samples_leaf=5, max_leaf_nodes=15)),
+        "hgb_magpie_fractions_lr02": (["magpie", "fractions"],
+                                      lambda: hgb_reg(min_samples_leaf=5, max_leaf_nodes=15, learning_rate=0.02)),
+        "hgb_fractions": (["fractions"], lambda: hgb_reg(min_samples_leaf=5, max_leaf_nodes=15)),
+        "hgb_all": (["magpie", "fractions", "extras", "polysrl"], lambda: hgb_reg(min_samples_leaf=5, max_leaf_nodes=15)),
+        "hgb_abs_magpie_fractions": (["magpie", "fractions"],
+                                     lambda: hgb_reg(min_samples_leaf=5, max_leaf_nodes=15, loss="absolute_error")),
+        "mlp_magpie_fractions": (["magpie", "fractions"], lambda: mlp_reg(batch_size=32)),
+        "avg_et_hgb_magpie_fractions": (["magpie", "fractions"],
+                                        lambda: AverageRegressor([et_reg(), hgb_reg(min_samples_leaf=5,
+                                                                                    max_leaf_nodes=15)])),
+        # second round, after et_fractions led the first
+        "et_fractions_mf03": (["fractions"], lambda: et_reg(max_features=0.3)),
+        "et_fractions_extras": (["fractions", "extras"], lambda: et_reg()),
+        "et_fractions_polysrl": (["fractions", "polysrl"], lambda: et_reg()),
+        "avg_et_hgb_fractions": (["fractions"],
+                                 lambda: AverageRegressor([et_reg(), hgb_reg(min_samples_leaf=5, max_leaf_nodes=15)])),
+    },
+    "glass": {
+        "rf_magpie": (["magpie"], lambda: rf_clf()),
+        "hgb_magpie": (["magpie"], lambda: hgb_clf()),
+        "hgb_magpie_fractions": (["magpie", "fractions"], lambda: hgb_clf()),
+        "hgb_all": (["magpie", "fractions", "extras", "polysrl"], lambda: hgb_clf()),
+        "hgb_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"], lambda: hgb_clf()),
+        "et_magpie_fractions": (["magpie", "fractions"], lambda: et_clf()),
+        "et_all": (["magpie", "fractions", "extras", "polysrl"], lambda: et_clf()),
+        "avg_et_hgb_all": (["magpie", "fractions", "extras", "polysrl"],
+                           lambda: AverageClassifier([et_clf(), hgb_clf()])),
+    },
+    "is_metal": {
+        "rf_magpie": (["magpie"], lambda: rf_clf()),
+        "hgb_magpie": (["magpie"], lambda: hgb_clf()),
+        "hgb_magpie_polysrl": (["magpie", "polysrl"], lambda: hgb_clf()),
+        "hgb_all": (["magpie", "fractions", "extras", "polysrl"], lambda: hgb_clf()),
+        "hgb_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"], lambda: hgb_clf()),
+        "hgb_all_mp_slow": (["magpie", "fractions", "extras", "polysrl", "metalprob"],
+                            lambda: hgb_clf(learning_rate=0.05, max_iter=600)),
+        "et_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"], lambda: et_clf()),
+        "avg_et_hgb_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"],
+                              lambda: AverageClassifier([et_clf(), hgb_clf()])),
+    },
+    "expt_gap": {
+        "rf_magpie": (["magpie"], lambda: rf_reg()),
+        "hgb_all": (["magpie", "fractions", "extras", "polysrl"], lambda: hgb_reg(loss="absolute_error")),
+        "hgb_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"],
+                       lambda: hgb_reg(loss="absolute_error")),
+        "zi_hgb_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"],
+                          lambda: ZeroInflatedRegressor(hgb_clf(), hgb_reg())),
+        "zi_hgb_abs_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"],
+                              lambda: ZeroInflatedRegressor(hgb_clf(), hgb_reg(loss="absolute_error"))),
+        "zi_et_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"],
+                         lambda: ZeroInflatedRegressor(et_clf(), et_reg())),
+        "zi_avg_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"],
+                          lambda: ZeroInflatedRegressor(AverageClassifier([et_clf(), hgb_clf()]),
+                                                        AverageRegressor([et_reg(), hgb_reg()]))),
+        "zi_hgb_all": (["magpie", "fractions", "extras", "polysrl"], lambda: ZeroInflatedRegressor(hgb_clf(), hgb_reg())),
+    },
+}
+BASELINE = "rf_magpie"
+CHOSEN = {  # task -> candidate name, frozen from the --select log (best inner mean)
+    "steels": "et_fractions",
+}
+
+
+# ------------------------------------------------------------------ scoring
+def folds(kind, y, n_splits=5, seed=SEED):
+    if kind == "classification":
+        return list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    return list(KFold(n_splits, shuffle=True, random_state=seed).split(np.zeros(len(y))))
+
+
+def score(kind, estimator, X_train, y_train, X_test, y_test):
+    estimator.fit(X_train, y_train)
+    if kind == "classification":
+        return float(roc_auc_score(y_test, estimator.predict_proba(X_test)[:, 1]))
+    return float(mean_absolute_error(y_test, estimator.predict(X_test)))
+
+
+def load(task):
+    dataset, kind = TASKS[task]
+    frame = load_dataset(dataset)
+    y = frame.target.to_numpy()
+    if kind == "classification":
+        y = y.astype(int)
+    return dataset, kind, list(frame.formula), y
+
+
+def select(task, names, args):
+    """Inner k-fold CV of each candidate on the training part of outer fold 0; appends to the log."""
+    dataset, kind, formulas, y = load(task)
+    train, _ = folds(kind, y)[0]
+    inner = folds(kind, y[train], n_splits=args.inner_splits, seed=0)
+    log_path = Path(f"{args.out}_selection.jsonl")
+    for name in names:
+        blocks, factory = CANDIDATES[task][name]
+        X = feature_matrix(dataset, formulas, blocks, args.cache, args.mp_is_metal)[train]
+        t = time.time()
+        scores = [score(kind, factory(), X[a], y[train][a], X[b], y[train][b]) for a, b in inner]
+        record = {"task": task, "candidate": name, "features": blocks, "estimator": repr(factory()),
+                  "inner_scores": scores, "inner_mean": float(np.mean(scores)), "inner_std": float(np.std(scores)),
+                  "seconds": round(time.time() - t, 1),
+                  "protocol": f"inner (Stratified)KFold({args.inner_splits}, shuffle, seed 0) on outer fold 0's training part"}
+        print(f"{task:9s} {name:32s} inner {record['inner_mean']:.4f} +/- {record['inner_std']:.4f} "
+              f"({record['seconds']} s)", flush=True)
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps(strict_json(record)) + "\n")
+
+
+def evaluate(task, chosen, args):
+    """Outer official folds: the frozen choice and RF/Magpie, per fold."""
+    dataset, kind, formulas, y = load(task)
+    out = {"task": task, "dataset": dataset, "metric": "roc_auc" if kind == "classification" else "mae",
+           "n_rows": len(y), "models": {}}
+    for name in dict.fromkeys([chosen, BASELINE]):
+        blocks, factory = CANDIDATES[task][name]
+        t = time.time()
+        X = feature_matrix(dataset, formulas, blocks, args.cache, args.mp_is_metal)
+        featurize_s = time.time() - t
+        scores, fit_s = [], []
+        for k, (a, b) in enumerate(folds(kind, y)):
+            t = time.time()
+            scores.append(score(kind, factory(), X[a], y[a], X[b], y[b]))
+            fit_s.append(time.time() - t)
+            print(f"{task:9s} {name:28s} fold {k}: {scores[-1]:.4f} ({fit_s[-1]:.1f} s)", flush=True)
+        out["models"][name] = {"features": blocks, "estimator": repr(factory()), "fold_scores": scores,
+                               "mean": float(np.mean(scores)), "std": float(np.std(scores)),
+                               "fit_predict_seconds": [round(s, 1) for s in fit_s],
+                               "featurize_seconds_cached_or_not": round(featurize_s, 1)}
+    out["chosen"] = chosen
+    return out
+
+
+def write_results(results, out):
+    Path(f"{out}.json").write_text(json.dumps(strict_json(results), indent=1) + "\n")
+    lines = ["# matbench composition tasks: chosen estimators vs RF/Magpie (same script, same folds)", "",
+             "Official folds: regression KFold(5, shuffle=True, random_state=18012019), classification "
+             "StratifiedKFold with the same seed. Choice frozen from inner CV on outer fold 0's training part "
+             "(`matbench_models_selection.jsonl`). Command: `python benchmarks/matbench_models.py "
+             "--mp-is-metal ../shared/data/matbench/mp_is_metal.csv`; 2 shared CPU cores, OMP_NUM_THREADS=1.", "",
+             "| task | metric | chosen | chosen mean +/- std | RF/Magpie (this run) | RF/Magpie leaderboard | target | met |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task, r in results.items():
+        c, b = r["models"][r["chosen"]], r["models"][BASELINE]
+        better = (c["mean"] >= TARGETS[task]) if r["metric"] == "roc_auc" else (c["mean"] <= TARGETS[task])
+        lines.append(f"| {task} | {r['metric']} | {r['chosen']} | {c['mean']:.4f} +/- {c['std']:.4f} | "
+                     f"{b['mean']:.4f} +/- {b['std']:.4f} | {LEADERBOARD_RF_MAGPIE[task]} | {TARGETS[task]} | "
+                     f"{'yes' if better else 'no'} |")
+    lines += ["", "Per fold:", ""]
+    for task, r in results.items():
+        for name, m in r["models"].items():
+            lines.append(f"- {task} {name} ({'+'.join(m['features'])}; `{m['estimator']}`): "
+                         + ", ".join(f"{s:.4f}" for s in m["fold_scores"])
+                         + f"; fit+predict s/fold: {m['fit_predict_seconds']}")
+    Path(f"{out}.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--select", action="store_true", help="inner-CV selection on outer fold 0's training part")
+    parser.add_argument("--candidates", nargs="+", help="with --select: only these candidate names")
+    parser.add_argument("--inner-splits", type=int, default=5, help="with --select: inner CV folds")
+    parser.add_argument("--mp-is-metal", default=None, help="matbench mp_is_metal.csv (formula,target)")
+    parser.add_argument("--cache", default="/tmp/models_cache")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "matbench_models"))
+    args = parser.parse_args(argv)
+    if args.select:
+        for task in args.tasks:
+            select(task, args.candidates or list(CANDIDATES[task]), args)
+        return
+    results = {}
+    json_path = Path(f"{args.out}.json")
+    if json_path.exists():  # keep tasks scored by an earlier run (one task per run on a busy machine)
+        results = {k: v for k, v in json.loads(json_path.read_text()).items() if k in TASKS}
+    for task in args.tasks:
+        results[task] = evaluate(task, CHOSEN[task], args)
+        write_results(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
