@@ -325,6 +325,8 @@ CANDIDATES = {
                              lambda: ZeroInflatedRegressor(hgb_clf(), hgb_reg(max_iter=300, learning_rate=0.1))),
         "hgb300_abs_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"],
                               lambda: hgb_reg(max_iter=300, learning_rate=0.1, loss="absolute_error")),
+        "zi_hgb300_all": (["magpie", "fractions", "extras", "polysrl"],  # ablation: no DFT metal probability
+                          lambda: ZeroInflatedRegressor(hgb_clf(), hgb_reg(max_iter=300, learning_rate=0.1))),
         "zi_hgb300_magpie_mp": (["magpie", "metalprob"],
                                 lambda: ZeroInflatedRegressor(hgb_clf(), hgb_reg(max_iter=300, learning_rate=0.1))),
     },
