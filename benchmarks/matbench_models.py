@@ -458,8 +458,59 @@ def write_results(results, out):
             for metric, values in m["all_metrics"].items():
                 lines.append(f"  - {metric}: " + ", ".join(f"{v:.4f}" for v in values)
                              + f" (mean {np.mean(values):.4f} +/- {np.std(values):.4f})")
+    lines += RUNNER_NOTES.splitlines()
     lines += selection_summary(Path(f"{out}_selection.jsonl"))
     Path(f"{out}.md").write_text("\n".join(lines) + "\n")
+
+
+RUNNER_NOTES = """
+## The chosen estimators, spelled out (rows = formulas; fit on the training rows of a fold)
+
+```python
+import numpy as np, pandas as pd
+from pymatgen.core import Composition
+from matminer.featurizers.composition import (BandCenter, ElementFraction, ElementProperty, IonProperty,
+                                              Stoichiometry, ValenceOrbital)
+from sklearn.ensemble import (ExtraTreesRegressor, HistGradientBoostingClassifier, HistGradientBoostingRegressor,
+                              RandomForestClassifier)
+from skpolysrl import PolySRLFeaturizer
+
+def block(formulas, name):
+    if name == "polysrl":                                   # shipped model, no fit: 201 columns
+        return PolySRLFeaturizer().transform(list(formulas))
+    featurizers = {"magpie": [ElementProperty.from_preset("magpie", impute_nan=True)],      # 132
+                   "fractions": [ElementFraction()],                                         # 118
+                   "extras": [Stoichiometry(), ValenceOrbital(impute_nan=True),              # 18
+                              IonProperty(fast=True, impute_nan=True), BandCenter(impute_nan=True)]}[name]
+    comps = [Composition(f) for f in formulas]
+    return np.hstack([np.asarray(f.featurize_many(comps, ignore_errors=True, pbar=False), float)
+                      for f in featurizers])
+
+# DFT metal probability (external data, fitted once, never on a task's labels)
+mp = pd.read_csv("../shared/data/matbench/mp_is_metal.csv")            # 68,138 formulas
+metal = HistGradientBoostingClassifier(max_iter=500, learning_rate=0.1, max_leaf_nodes=63, random_state=0)
+metal.fit(np.hstack([block(mp.formula, b) for b in ("polysrl", "magpie", "fractions")]), mp.target.astype(int))
+def metalprob(formulas):
+    return metal.predict_proba(np.hstack([block(formulas, b) for b in ("polysrl", "magpie", "fractions")]))[:, 1:2]
+
+ALL = lambda f: np.hstack([block(f, "magpie"), block(f, "fractions"), block(f, "extras"), block(f, "polysrl")])
+hgbc = lambda: HistGradientBoostingClassifier(max_iter=300, learning_rate=0.1, max_leaf_nodes=31,
+                                              min_samples_leaf=20, early_stopping=False, random_state=0)
+
+# steels (MAE): ExtraTrees on element fractions
+steels = (lambda f: block(f, "fractions"), ExtraTreesRegressor(n_estimators=500, random_state=0))
+# glass (matbench ROC AUC of bools): RF on Magpie + fractions, bool = P(1) >= mean(y_train)
+glass = (lambda f: np.hstack([block(f, "magpie"), block(f, "fractions")]),
+         RandomForestClassifier(n_estimators=500, random_state=0))
+# expt_is_metal (same scoring): HGB on all blocks + DFT P(metal), bool = P(1) >= mean(y_train)
+is_metal = (lambda f: np.hstack([ALL(f), metalprob(f)]), hgbc())
+# expt_gap (MAE): zero-inflated: 0 where P(y > 0) < 0.5, else a regressor fitted on the rows with y > 0
+expt_gap = (lambda f: np.hstack([ALL(f), metalprob(f)]),
+            ZeroInflatedRegressor(hgbc(), HistGradientBoostingRegressor(
+                max_iter=300, learning_rate=0.1, max_leaf_nodes=31, min_samples_leaf=20,
+                early_stopping=False, random_state=0)))   # the class defined in this script
+```
+"""
 
 
 def selection_summary(log_path):
