@@ -205,6 +205,28 @@ class AverageClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
+class OOBThresholdForest(ClassifierMixin, BaseEstimator):
+    """A random forest whose bool threshold maximises the balanced accuracy of its out-of-bag
+    probabilities on the training rows (matbench's bool ROC AUC is the balanced accuracy)."""
+
+    def __init__(self, forest):
+        self.forest = forest
+
+    def fit(self, X, y):
+        self.forest_ = clone(self.forest).set_params(oob_score=True).fit(X, y)
+        self.classes_ = self.forest_.classes_
+        oob = np.nan_to_num(self.forest_.oob_decision_function_[:, 1], nan=np.mean(y))
+        grid = np.linspace(0.05, 0.95, 91)
+        self.threshold_ = float(grid[np.argmax([roc_auc_score(y, oob >= t) for t in grid])])
+        return self
+
+    def predict_proba(self, X):
+        return self.forest_.predict_proba(X)
+
+    def predict(self, X):
+        return self.classes_[(self.predict_proba(X)[:, 1] >= self.threshold_).astype(int)]
+
+
 def hgb_reg(**kw):
     params = dict(max_iter=1000, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=20, l2_regularization=0.0,
                   early_stopping=False, random_state=0)
@@ -251,7 +273,8 @@ CANDIDATES = {
         "hgb_magpie_fractions_lr02": (["magpie", "fractions"],
                                       lambda: hgb_reg(min_samples_leaf=5, max_leaf_nodes=15, learning_rate=0.02)),
         "hgb_fractions": (["fractions"], lambda: hgb_reg(min_samples_leaf=5, max_leaf_nodes=15)),
-        "hgb_all": (["magpie", "fractions", "extras", "polysrl"], lambda: hgb_reg(min_samples_leaf=5, max_leaf_nodes=15)),
+        "hgb_all": (["magpie", "fractions", "extras", "polysrl"],
+                    lambda: hgb_reg(min_samples_leaf=5, max_leaf_nodes=15)),
         "hgb_abs_magpie_fractions": (["magpie", "fractions"],
                                      lambda: hgb_reg(min_samples_leaf=5, max_leaf_nodes=15, loss="absolute_error")),
         "mlp_magpie_fractions": (["magpie", "fractions"], lambda: mlp_reg(batch_size=32)),
@@ -285,6 +308,7 @@ CANDIDATES = {
         "knn10_fractions": (["fractions"], lambda: KNeighborsClassifier(10, weights="distance")),
         "et_fractions": (["fractions"], lambda: et_clf()),
         "et_fractions_magpie_mf05": (["fractions", "magpie"], lambda: et_clf(max_features=0.5)),
+        "rf_magpie_fractions_oobthr": (["magpie", "fractions"], lambda: OOBThresholdForest(rf_clf())),
         "rf_magpie_fractions_alloy": (["magpie", "fractions", "alloy"], lambda: rf_clf()),
         "hgb_magpie_fractions_alloy": (["magpie", "fractions", "alloy"], lambda: hgb_clf()),
         "avg_et_knn_fractions": (["fractions"],
@@ -319,7 +343,8 @@ CANDIDATES = {
         "zi_avg_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"],
                           lambda: ZeroInflatedRegressor(AverageClassifier([et_clf(), hgb_clf()]),
                                                         AverageRegressor([et_reg(max_features=0.3), hgb_reg()]))),
-        "zi_hgb_all": (["magpie", "fractions", "extras", "polysrl"], lambda: ZeroInflatedRegressor(hgb_clf(), hgb_reg())),
+        "zi_hgb_all": (["magpie", "fractions", "extras", "polysrl"],
+                       lambda: ZeroInflatedRegressor(hgb_clf(), hgb_reg())),
         # second round on a machine at ~10 % of a core per job: 300 boosting rounds
         "zi_hgb300_all_mp": (["magpie", "fractions", "extras", "polysrl", "metalprob"],
                              lambda: ZeroInflatedRegressor(hgb_clf(), hgb_reg(max_iter=300, learning_rate=0.1))),
@@ -361,7 +386,9 @@ def score(kind, estimator, X_train, y_train, X_test, y_test):
     p = estimator.predict_proba(X_test)[:, 1]
     return {"rocauc_bool_05": float(roc_auc_score(y_test, p >= 0.5)),
             "rocauc_bool_prior": float(roc_auc_score(y_test, p >= np.mean(y_train))),
-            "rocauc_proba": float(roc_auc_score(y_test, p))}
+            "rocauc_proba": float(roc_auc_score(y_test, p)),
+            **({"rocauc_bool_tuned": float(roc_auc_score(y_test, estimator.predict(X_test)))}
+               if hasattr(estimator, "threshold_") else {})}
 
 
 def load(task):
@@ -388,7 +415,8 @@ def select(task, names, args):
         record = {"task": task, "candidate": name, "features": blocks, "estimator": repr(factory()),
                   "inner_scores": scores, "inner_mean": {m: float(np.mean(v)) for m, v in scores.items()},
                   "inner_std": {m: float(np.std(v)) for m, v in scores.items()}, "seconds": round(time.time() - t, 1),
-                  "protocol": f"inner (Stratified)KFold({args.inner_splits}, shuffle, seed 0) on outer fold 0's training part"}
+                  "protocol": f"inner (Stratified)KFold({args.inner_splits}, shuffle, seed 0) "
+                              "on outer fold 0's training part"}
         print(f"{task:9s} {name:30s} inner " + " ".join(
             f"{m} {record['inner_mean'][m]:.4f}+/-{record['inner_std'][m]:.4f}" for m in scores)
             + f" ({record['seconds']} s)", flush=True)
@@ -424,7 +452,8 @@ def evaluate(task, chosen, args):
             "features": blocks, "estimator": repr(factory()), "primary_metric": primary,
             "fold_scores": fold_scores[primary], "mean": float(np.mean(fold_scores[primary])),
             "std": float(np.std(fold_scores[primary])), "all_metrics": fold_scores,
-            "fit_predict_seconds": [round(s, 1) for s in fit_s], "featurize_seconds_cached_or_not": round(featurize_s, 1)}
+            "fit_predict_seconds": [round(s, 1) for s in fit_s],
+            "featurize_seconds_cached_or_not": round(featurize_s, 1)}
     out["chosen"] = name
     return out
 
@@ -455,7 +484,8 @@ def write_results(results, out):
         for name, m in r["models"].items():
             estimator = " ".join(m["estimator"].split())
             lines.append(f"- {task} {name} ({'+'.join(m['features'])}; `{estimator}`); "
-                         f"fit+predict s/fold {m['fit_predict_seconds']}" + (f"; {m['note']}" if "note" in m else "") + ":")
+                         f"fit+predict s/fold {m['fit_predict_seconds']}"
+                         + (f"; {m['note']}" if "note" in m else "") + ":")
             for metric, values in m["all_metrics"].items():
                 lines.append(f"  - {metric}: " + ", ".join(f"{v:.4f}" for v in values)
                              + f" (mean {np.mean(values):.4f} +/- {np.std(values):.4f})")
