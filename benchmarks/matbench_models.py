@@ -510,7 +510,8 @@ RUNNER_NOTES = """
   merged into this file; glass again with `--tasks glass` after a last selection round moved its choice
   from `rf_magpie_fractions` (outer 0.8793) to `rf_magpie_fractions_mf01` (inner 0.8635 vs 0.8630);
   the expt_gap ablation (`zi_hgb300_all`, chosen estimator minus the DFT metal-probability column) was scored
-  on the same outer folds by a 15-line loop over the same `score`/`folds` functions, after its inner score was logged; it chose nothing.
+  on the same outer folds by a 15-line loop over the same `score`/`folds` functions, after its inner
+  score was logged; it chose nothing.
 - Timings under that load: Magpie 51 s for 5,680 formulas, 854 s for the 68,138 mp_is_metal formulas;
   the mp_is_metal classifier 252 s; PolySRL features 2 s (5,680) and 26 s (68,138); Miedema+Yang
   (glass `alloy` block, tried, no gain) 496 s.
