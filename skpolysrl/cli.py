@@ -424,7 +424,7 @@ def cmd_matbench(args):
     from .matbench import summary_markdown
 
     print(summary_markdown(summary), end="")
-    print(f"wrote {args.out}: summary.md, summary.json, <estimator>/results.json.gz (matbench format)")
+    print(f"wrote {args.out}: summary.md, summary.json, <estimator>/results.json (matbench format)")
 
 
 def main(argv=None):

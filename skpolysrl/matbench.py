@@ -11,13 +11,13 @@ artifacts and fold by fold against the published RF/Magpie submission
 :func:`run_matbench` runs any estimators registered in :data:`ESTIMATORS` (or
 given as factories), one fold at a time; every finished fold is written at once,
 so a stopped run resumes at the first missing fold. It writes, per estimator,
-``results.json.gz`` in the format of ``MatbenchBenchmark.to_file`` (the
-``matbench`` package loads it with ``MatbenchBenchmark.from_file``), and one
+``results.json`` in the format of ``MatbenchBenchmark.to_file`` (plain JSON,
+as matbench 0.6 writes and reads it; ``MatbenchBenchmark.from_file`` loads it;
+``gzip`` it for a leaderboard submission's ``results.json.gz``), and one
 summary of all estimators as ``summary.json`` and ``summary.md``.
 """
 
 import datetime
-import gzip
 import hashlib
 import json
 import math
@@ -241,16 +241,12 @@ def _file_sha256(path):
     return digest.hexdigest()
 
 
-def _write_json(path, obj, compress=False):
-    text = json.dumps(obj, indent=None if compress else 1, allow_nan=False)
+def _write_json(path, obj):
+    text = json.dumps(obj, indent=1, allow_nan=False)
 
     def write(tmp):
-        if compress:  # mtime=0: the same results give the same bytes
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
-                fh.write(text.encode("utf-8"))
-        else:
-            with open(tmp, "w") as fh:
-                fh.write(text + "\n")
+        with open(tmp, "w") as fh:
+            fh.write(text + "\n")
 
     atomic_write(path, write)
 
@@ -304,7 +300,7 @@ class _Folder:
     def file(self, *parts):
         return os.path.join(self.path, *parts)
 
-    def write(self, relative, obj=None, text=None, compress=False):
+    def write(self, relative, obj=None, text=None):
         path = self.file(*relative.split("/"))
         if os.path.exists(path) and relative not in self.manifest["files"]:
             raise MatbenchRunError(f"{path!r} exists and was not written by skpolysrl matbench; it is never "
@@ -316,7 +312,7 @@ class _Folder:
         if text is not None:
             _write_text(path, text)
         else:
-            _write_json(path, obj, compress=compress)
+            _write_json(path, obj)
         return path
 
     def read(self, relative):
@@ -394,7 +390,7 @@ def run_matbench(task="all", out="matbench_results", estimators=("probe",), *, m
     out : path, default="matbench_results"
         Output folder: new, empty, or one an earlier run with the same settings
         wrote (its finished folds are kept, the others run). Holds, per
-        estimator, ``<name>/results.json.gz`` (matbench format; tasks with all
+        estimator, ``<name>/results.json`` (matbench format; tasks with all
         5 folds done) and ``<name>/<task>/fold_<k>.json``, plus
         ``summary.json`` and ``summary.md`` over all estimators.
     estimators : str, list of str, or dict, default=("probe",)
@@ -493,7 +489,7 @@ def _write_reports(folder, factories, model):
                         "estimator": {t: folder.manifest["settings"][f"{name}/{t}"]["estimator"] for t in complete},
                         "model": summary["model"] or "none",
                         "data": "skpolysrl bundled matbench v0.1 CSVs (matbench row order); official folds"}
-            folder.write(f"{name}/results.json.gz", matbench_document(complete, metadata), compress=True)
+            folder.write(f"{name}/results.json", matbench_document(complete, metadata))
         summary["estimators"][name] = rows
     folder.write("summary.json", summary)
     folder.write("summary.md", text=summary_markdown(summary))
