@@ -472,7 +472,8 @@ def _write_reports(folder, factories, model):
 
     summary = {"benchmark": _BENCHMARK, "model": None if model is None else os.fspath(model),
                "skpolysrl": __version__, "estimators": {}}
-    for name in factories:
+    names = dict.fromkeys(key.split("/")[0] for key in folder.manifest["settings"])  # every run into this folder
+    for name in names:
         complete = {}
         rows = {}
         for t, spec in TASKS.items():
@@ -484,7 +485,7 @@ def _write_reports(folder, factories, model):
             values = np.array([r["scores"][metric] for r in records])
             rows[t] = {"metric": metric, "mean": float(values.mean()), "std": float(values.std()),
                        "folds": [float(v) for v in values], "seconds": float(sum(r["seconds"] for r in records))}
-        if complete:
+        if complete and name in factories:  # the other estimators' files are as their own runs left them
             metadata = {"algorithm": name, "skpolysrl_version": __version__,
                         "estimator": {t: folder.manifest["settings"][f"{name}/{t}"]["estimator"] for t in complete},
                         "model": summary["model"] or "none",
