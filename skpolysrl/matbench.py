@@ -233,14 +233,6 @@ def _positive_probability(model, X):
 _MANIFEST = "skpolysrl-matbench.json"
 
 
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_json(path, obj):
     text = json.dumps(obj, indent=1, allow_nan=False)
 
@@ -372,7 +364,9 @@ def _estimator_factories(estimators):
 def _model_settings(model):
     if model is None or model == "default" or not os.path.isfile(os.fspath(model)):
         return {"model": None if model is None else os.fspath(model), "model_sha256": None}
-    return {"model": os.fspath(model), "model_sha256": _file_sha256(model)}
+    from .registry import _sha256
+
+    return {"model": os.fspath(model), "model_sha256": _sha256(model)}
 
 
 def _fold_done(record, ids, test):
