@@ -8,7 +8,8 @@
 #    matbench's own split file (matbench_v0.1_validation.json, shipped in the matbench wheel),
 #    for all four composition tasks;
 # 2. every OUT_DIR/*/results.json loaded with MatbenchBenchmark.from_file (which checks the hash,
-#    the keys, the types, and that each fold holds exactly the official test ids), then its scores.
+#    the keys, the types, and that each fold holds exactly the official test ids), its scores, and
+#    matbench's own score_array on the stored predictions against the bundled targets (= stored scores).
 # Set MBVENV to reuse a venv (default /tmp/mbvenv). Needs the network once, for pip.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,22 +30,24 @@ PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" - "$FOLDS" <<'EOF'
 import json, sys
 from skpolysrl.matbench import TASKS, load_task
 
-folds = {}
+folds, targets = {}, {}
 for task in TASKS:
-    _, _, ids, splits = load_task(task)
+    _, y, ids, splits = load_task(task)
     folds[task] = [[ids[i] for i in test] for _, test in splits]
-json.dump(folds, open(sys.argv[1], "w"))
+    targets[task] = dict(zip(ids, y.tolist()))
+json.dump({"folds": folds, "targets": targets}, open(sys.argv[1], "w"))
 EOF
 
 "$VENV/bin/python" - "$FOLDS" "$@" <<'EOF' 2>&1 | grep -v -E "INFO|WARNING|^\[|^ *'matbench_"
 import glob, json, os, sys
 import matbench
 from matbench.bench import MatbenchBenchmark
+from matbench.data_ops import score_array
 from matbench.metadata import mbv01_validation
 
 print(f"matbench {matbench.__version__} from {os.path.dirname(matbench.__file__)}")
 ours = json.load(open(sys.argv[1]))
-for task, folds in ours.items():
+for task, folds in ours["folds"].items():
     official = mbv01_validation.splits[task]
     same = [sorted(folds[k]) == sorted(official[f"fold_{k}"].test) for k in range(5)]
     print(f"{task}: our 5 test folds equal matbench's validation splits: {same}")
@@ -58,4 +61,13 @@ for out in sys.argv[2:]:
             s = mb.scores[task.dataset_name][metric]
             print(f"  {task.dataset_name}: {metric} mean {s.mean:.4f} std {s.std:.4f} "
                   f"(min {s.min:.4f}, max {s.max:.4f})")
+            # matbench's own scoring of the stored predictions against the bundled targets
+            truth = ours["targets"][task.dataset_name]
+            classify = task.metadata.task_type == "classification"
+            for fold in task.results.values():
+                ids = list(fold.data)
+                again = score_array([bool(truth[i]) if classify else truth[i] for i in ids],
+                                    [fold.data[i] for i in ids], task.metadata.task_type)
+                assert all(abs(again[k] - fold.scores[k]) < 1e-12 for k in again), (again, fold.scores)
+            print(f"  {task.dataset_name}: matbench.data_ops.score_array re-scores all 5 folds identically")
 EOF
