@@ -77,9 +77,10 @@ def official_folds(task_type):
     """matbench's splitter for a task type: ``KFold`` (regression) or ``StratifiedKFold`` (classification),
     5 folds, ``shuffle=True, random_state=18012019``, applied to the rows in matbench's order.
 
-    The one definition of the folds here; it is the same splitter as
-    ``skpolysrl.model_selection.matbench_kfold`` for that task.
+    Verified against matbench's split file (``benchmarks/matbench_roundtrip.sh``).
     """
+    # The one place the runner gets its folds: when model_selection gains matbench_kfold(task)
+    # (stratified for classification), this body becomes a call to it.
     from sklearn.model_selection import KFold, StratifiedKFold
 
     from .model_selection import MATBENCH_SEED
@@ -177,7 +178,6 @@ class MagpieFeatures(TransformerMixin, BaseEstimator):
         return np.vstack([self._cache[f] for f in X])
 
 
-
 def _random_forest(task_type, random_state):
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
@@ -209,7 +209,9 @@ def _probe(task_type, *, model, device, random_state):
     else:
         try:
             from .classifier import PolySRLClassifier as estimator
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.classifier":
+                raise
             raise ImportError("estimator 'probe' needs PolySRLClassifier for classification tasks, which this "
                               "installation lacks; use --estimator rf-magpie or polysrl-rf there") from None
     return estimator(pretrained=model, finetune=False, device=device, random_state=random_state, verbose=False)
@@ -227,8 +229,6 @@ ESTIMATORS = {
 
 def _describe(estimator):
     """The estimator's settings as text: its full scikit-learn repr, memory addresses dropped."""
-    from sklearn.base import BaseEstimator
-
     text = BaseEstimator.__repr__(estimator, N_CHAR_MAX=10**6) if isinstance(estimator, BaseEstimator) \
         else repr(estimator)
     return re.sub(r" at 0x[0-9a-fA-F]+", "", " ".join(text.split()))
