@@ -400,7 +400,7 @@ def build_parser():
 
 
 _MATBENCH_EPILOG = """\
-estimators (--estimator, --baseline):
+estimators (--estimator, --baseline; the names in skpolysrl.matbench.ESTIMATORS):
   probe        PolySRLRegressor / PolySRLClassifier, frozen encoder (finetune=False)
   rf-magpie    matminer Magpie features + 500-tree random forest (matbench's RF/Magpie baseline)
   polysrl-rf   PolySRL features + the same random forest
@@ -416,13 +416,11 @@ examples:
 
 
 def cmd_matbench(args):
-    from .matbench import run_matbench
+    from .matbench import run_matbench, summary_markdown
 
     estimators = list(dict.fromkeys(args.estimator + args.baseline))
     model = None if args.model == "none" else args.model
     summary = run_matbench(args.task, args.out, estimators, model=model, device=args.device, verbose=not args.quiet)
-    from .matbench import summary_markdown
-
     print(summary_markdown(summary), end="")
     print(f"wrote {args.out}: summary.md, summary.json, <estimator>/results.json (matbench format)")
 
