@@ -231,10 +231,10 @@ def _cli(*args):
     (["--task", "matbench_dielectric"], "unknown matbench task 'matbench_dielectric'; choose from matbench_expt_gap"),
     (["--task", "steels", "--estimator", "xgb"], "unknown estimator 'xgb'; choose from probe, rf-magpie"),
 ])
-def test_cli_errors_are_one_line(tmp_path, args, message):
-    run = _cli("matbench", *args, "--out", tmp_path / "out")
-    assert run.returncode == 2
-    assert run.stderr.count("\n") == 1 and message in run.stderr and run.stderr.startswith("skpolysrl matbench: error")
+def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
+    assert main(["matbench", *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("skpolysrl matbench: error")
     assert not (tmp_path / "out").exists()
 
 
