@@ -444,7 +444,54 @@ def build_parser():
         command.add_argument("--trust-pickle", action="store_true",
                              help="allow the model file to be a joblib/pickle dump of a fitted PolySRLFeaturizer. "
                                   "Unpickling RUNS CODE from the file: use only with files you trust")
+    mb = sub.add_parser("matbench", help="run matbench's composition tasks on the official folds",
+                        description="Runs estimators on matbench v0.1 composition tasks (bundled data, offline) "
+                                    "with matbench's folds; writes, per estimator, a results file that the "
+                                    "matbench package loads (MatbenchBenchmark.from_file) and a summary table.",
+                        epilog=_MATBENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mb.add_argument("--task", nargs="+", default=["all"], metavar="TASK",
+                    help="matbench_expt_gap, matbench_expt_is_metal, matbench_glass, matbench_steels, or all "
+                         "(the default); several may be given")
+    mb.add_argument("--model", default="default",
+                    help="PolySRL weights of the skpolysrl estimators: 'default' (shipped), 'none' (random) or a "
+                         "model file (.pt)")
+    mb.add_argument("--estimator", nargs="+", default=["probe"], metavar="NAME",
+                    help="estimators to run (default: probe); known: see below")
+    mb.add_argument("--baseline", nargs="+", default=[], metavar="NAME",
+                    help="further estimators run on the same folds, e.g. rf-magpie (matbench's RF/Magpie)")
+    mb.add_argument("--out", required=True,
+                    help="output folder: new, empty, or from an earlier run with the same settings (its finished "
+                         "folds are kept)")
+    mb.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    mb.add_argument("--quiet", action="store_true", help="no line per fold")
+    mb.set_defaults(func=cmd_matbench)
     return p
+
+
+_MATBENCH_EPILOG = """\
+estimators (--estimator, --baseline; the names in skpolysrl.matbench.ESTIMATORS):
+  probe        PolySRLRegressor / PolySRLClassifier, frozen encoder (finetune=False)
+  rf-magpie    matminer Magpie features + 500-tree random forest (matbench's RF/Magpie baseline)
+  polysrl-rf   PolySRL features + the same random forest
+
+Folds: KFold (regression) or StratifiedKFold (classification), 5 folds, shuffle=True,
+random_state=18012019, on the rows in matbench's order: matbench's own. Each finished fold is
+written at once; rerunning the same command resumes at the first missing fold.
+
+examples:
+  skpolysrl matbench --task matbench_steels --out mb_steels
+  skpolysrl matbench --task all --estimator probe --baseline rf-magpie --out mb_all
+"""
+
+
+def cmd_matbench(args):
+    from .matbench import run_matbench, summary_markdown
+
+    estimators = list(dict.fromkeys(args.estimator + args.baseline))
+    model = None if args.model == "none" else args.model
+    summary = run_matbench(args.task, args.out, estimators, model=model, device=args.device, verbose=not args.quiet)
+    print(summary_markdown(summary), end="")
+    print(f"wrote {args.out}: summary.md, summary.json, <estimator>/results.json (matbench format)")
 
 
 def main(argv=None):
