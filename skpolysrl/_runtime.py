@@ -7,6 +7,7 @@ module or replaces a file is made once.
 import contextlib
 import os
 import re
+import stat
 import tempfile
 
 __all__ = ["resolve_device", "seeded", "atomic_write", "remove_stale_temporaries"]
@@ -92,13 +93,24 @@ def remove_stale_temporaries(path):
     return removed
 
 
+def _new_file_mode(path):
+    """The mode of the file at ``path`` if there is one, else 0o666 less the umask (what ``open`` creates)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_write(path, write):
     """Write ``path`` through ``write(temporary_path)``, then ``os.replace`` it into place.
 
     The temporary file is unique to this process (a crash or a concurrent
     writer never leaves a half-written ``path``), removed if ``write`` raises,
     and stale temporaries of killed processes for the same target are removed
-    first.
+    first. The result has the permissions ``open`` would give a new file (or
+    those of the file it replaces), not the temporary's owner-only ones.
     """
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
@@ -107,6 +119,7 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -233,3 +233,22 @@ def test_a_file_that_is_not_our_checkpoint_is_refused_and_left_alone(tmp_path):
     with pytest.raises(ModelFileError, match="table.csv"):
         _fit(checkpoint=path)
     assert path.read_text() == "formula,y\nNaCl,1\n"
+
+
+def test_atomic_write_gives_the_permissions_of_a_normal_new_file(tmp_path):
+    # regression: files came out owner-only (0600, the temporary's mode), unreadable by other users
+    import os
+    import stat
+
+    from skpolysrl import _runtime
+
+    umask = os.umask(0o022)
+    try:
+        target = tmp_path / "out.json"
+        _runtime.atomic_write(target, lambda tmp: open(tmp, "wb").write(b"{}"))
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+        os.chmod(target, 0o600)  # a file the user restricted keeps its mode when replaced
+        _runtime.atomic_write(target, lambda tmp: open(tmp, "wb").write(b"[]"))
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == b"[]"
+    finally:
+        os.umask(umask)
