@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, TransformerMixin
+from sklearn.utils._param_validation import HasMethods
 
 from ._runtime import atomic_write
 from .exceptions import SkPolySRLError
@@ -182,6 +183,7 @@ class CompositionFeatures(TransformerMixin, BaseEstimator):
         Device of the PolySRL model.
     """
 
+    _parameter_constraints = {"features": ["array-like"], "model": [str, os.PathLike, None], "device": [str]}
     _cache = {}
 
     def __init__(self, features=("magpie",), model="default", device="auto"):
@@ -202,6 +204,7 @@ class CompositionFeatures(TransformerMixin, BaseEstimator):
         -------
         self : CompositionFeatures
         """
+        self._validate_params()
         unknown = [f for f in self.features if f not in FEATURE_SETS]
         if unknown or not len(self.features):
             raise ValueError(f"features={self.features!r}: choose one or more of {', '.join(FEATURE_SETS)}")
@@ -282,6 +285,8 @@ class PriorCorrectedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         ``pi``, the fraction of training labels equal to ``classes_[1]``.
     """
 
+    _parameter_constraints = {"estimator": [HasMethods(["fit", "predict_proba"])]}
+
     def __init__(self, estimator):
         self.estimator = estimator
 
@@ -301,6 +306,7 @@ class PriorCorrectedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         """
         from sklearn.base import clone
 
+        self._validate_params()
         self.estimator_ = clone(self.estimator).fit(X, y)
         self.classes_ = np.asarray(self.estimator_.classes_)
         if len(self.classes_) != 2:

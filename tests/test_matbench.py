@@ -195,6 +195,8 @@ def test_prior_correction_by_hand_and_monotone():
     np.testing.assert_array_equal(model.predict(p[:, None]), (p > 0.25).astype(int))
     with pytest.raises(ValueError, match="needs two classes"):
         PriorCorrectedClassifier(_FixedProbability()).fit(np.zeros((3, 1)), [0, 1, 2])
+    with pytest.raises(ValueError, match="'estimator' parameter"):
+        PriorCorrectedClassifier(LinearRegression()).fit(np.zeros((4, 1)), [0, 0, 0, 1])
 
 
 def _smaller(name, n_estimators):
