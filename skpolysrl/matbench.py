@@ -26,13 +26,15 @@ import re
 import time
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, TransformerMixin
+from sklearn.utils._param_validation import HasMethods
 
 from ._runtime import atomic_write
 from .exceptions import SkPolySRLError
 
 __all__ = ["TASKS", "ESTIMATORS", "official_folds", "matbench_ids", "load_task", "score_fold", "probability_auc",
-           "run_matbench", "MatbenchRunError", "MagpieFeatures", "task_names", "matbench_document", "summary_markdown"]
+           "run_matbench", "MatbenchRunError", "CompositionFeatures", "MagpieFeatures", "PriorCorrectedClassifier",
+           "FEATURE_SETS", "task_names", "matbench_document", "summary_markdown"]
 
 #: matbench v0.1 composition tasks: bundled dataset and task type.
 TASKS = {
@@ -73,23 +75,16 @@ def task_names(task):
     return list(dict.fromkeys(out))
 
 
-def official_folds(task_type):
-    """matbench's splitter for a task type: ``KFold`` (regression) or ``StratifiedKFold`` (classification),
-    5 folds, ``shuffle=True, random_state=18012019``, applied to the rows in matbench's order.
+def official_folds(task):
+    """matbench's splitter for a task (:func:`skpolysrl.model_selection.matbench_kfold`): ``KFold``
+    (regression) or ``StratifiedKFold`` (classification), 5 folds, ``shuffle=True, random_state=18012019``,
+    applied to the rows in matbench's order.
 
     Verified against matbench's split file (``benchmarks/matbench_roundtrip.sh``).
     """
-    # The one place the runner gets its folds: when model_selection gains matbench_kfold(task)
-    # (stratified for classification), this body becomes a call to it.
-    from sklearn.model_selection import KFold, StratifiedKFold
+    from .model_selection import matbench_kfold
 
-    from .model_selection import MATBENCH_SEED
-
-    if task_type == "classification":
-        return StratifiedKFold(n_splits=_N_FOLDS, shuffle=True, random_state=MATBENCH_SEED)
-    if task_type == "regression":
-        return KFold(n_splits=_N_FOLDS, shuffle=True, random_state=MATBENCH_SEED)
-    raise ValueError(f"task type must be 'regression' or 'classification', got {task_type!r}")
+    return matbench_kfold(task_names(task)[0])
 
 
 def matbench_ids(task, n):
@@ -110,7 +105,7 @@ def load_task(task):
     formulas = df["formula"].tolist()
     y = df["target"].to_numpy(dtype=np.float64)
     ids = matbench_ids(task_names(task)[0], len(df))
-    folds = list(official_folds(spec["type"]).split(np.zeros((len(y), 1)), y))
+    folds = list(official_folds(task).split(np.zeros((len(y), 1)), y))
     return formulas, y, ids, folds
 
 
@@ -153,29 +148,205 @@ def probability_auc(y_true, probability):
 
 
 # ------------------------------------------------------------------ estimators
-class MagpieFeatures(TransformerMixin, BaseEstimator):
-    """Formulas -> matminer's Magpie ``ElementProperty`` features (132 columns), a stateless transformer.
+#: Feature set names of :class:`CompositionFeatures`.
+FEATURE_SETS = ("magpie", "fractions", "extras", "polysrl")
 
-    Features depend on the formula alone, so they are computed once per formula
-    and process (``_cache``) and reused across folds and tasks.
+
+def _matminer_featurizers(name):
+    """The matminer featurizers of a feature set, as ``benchmarks/matbench_models.py`` builds them."""
+    from matminer.featurizers import composition as c
+
+    return {"magpie": lambda: [c.ElementProperty.from_preset("magpie", impute_nan=True)],  # 132 columns
+            "fractions": lambda: [c.ElementFraction()],
+            "extras": lambda: [c.Stoichiometry(), c.ValenceOrbital(impute_nan=True),
+                               c.IonProperty(fast=True, impute_nan=True), c.BandCenter(impute_nan=True)]}[name]()
+
+
+class CompositionFeatures(TransformerMixin, BaseEstimator):
+    """Formulas -> composition feature sets side by side, a stateless transformer.
+
+    Features depend on the formula alone, so each set is computed once per
+    formula (and PolySRL model) and process (``_cache``) and reused across folds,
+    tasks and estimators.
+
+    Parameters
+    ----------
+    features : tuple of str, default=("magpie",)
+        Names from :data:`FEATURE_SETS`, in column order: ``"magpie"`` (matminer's
+        ``ElementProperty`` Magpie preset), ``"fractions"`` (``ElementFraction``),
+        ``"extras"`` (``Stoichiometry``, ``ValenceOrbital``, ``IonProperty(fast=True)``,
+        ``BandCenter``) and ``"polysrl"`` (:class:`~skpolysrl.PolySRLFeaturizer`'s
+        mean and uncertainty).
+    model : "default", None or path, default="default"
+        PolySRL weights for ``"polysrl"`` (``None`` means ``"default"``).
+    device : str, default="auto"
+        Device of the PolySRL model.
     """
 
+    _parameter_constraints = {"features": ["array-like"], "model": [str, os.PathLike, None], "device": [str]}
     _cache = {}
 
+    def __init__(self, features=("magpie",), model="default", device="auto"):
+        self.features = features
+        self.model = model
+        self.device = device
+
     def fit(self, X, y=None):
+        """Check the feature set names; nothing is learned.
+
+        Parameters
+        ----------
+        X : list of str
+            Formulas.
+        y : ignored
+
+        Returns
+        -------
+        self : CompositionFeatures
+        """
+        self._validate_params()
+        unknown = [f for f in self.features if f not in FEATURE_SETS]
+        if unknown or not len(self.features):
+            raise ValueError(f"features={self.features!r}: choose one or more of {', '.join(FEATURE_SETS)}")
         return self
 
     def transform(self, X):
-        from matminer.featurizers.composition import ElementProperty
+        """Features of the formulas ``X``.
+
+        Parameters
+        ----------
+        X : list of str
+            Formulas.
+
+        Returns
+        -------
+        ndarray of shape (n_formulas, n_columns)
+            Float64; rows a matminer featurizer fails on are NaN in its columns.
+        """
+        self.fit(X)
+        return np.hstack([self._block(name, X) for name in self.features])
+
+    def _block(self, name, X):
+        model = "default" if self.model is None else os.fspath(self.model)
+        cache = self._cache.setdefault((name, model) if name == "polysrl" else name, {})
+        missing = [f for f in dict.fromkeys(X) if f not in cache]
+        if missing:
+            cache.update(zip(missing, self._compute(name, missing, model)))
+        return np.vstack([cache[f] for f in X])
+
+    def _compute(self, name, formulas, model):
+        if name == "polysrl":
+            from .featurizer import PolySRLFeaturizer
+
+            featurizer = PolySRLFeaturizer(pretrained=model, device=self.device, verbose=False, random_state=0)
+            return np.asarray(featurizer.transform(list(formulas)), dtype=np.float64)
         from pymatgen.core import Composition
 
-        missing = [f for f in dict.fromkeys(X) if f not in self._cache]
-        if missing:
-            featurizer = ElementProperty.from_preset("magpie", impute_nan=True)
+        compositions = [Composition(f) for f in formulas]
+        columns = []
+        for featurizer in _matminer_featurizers(name):
             featurizer.set_n_jobs(1)
-            rows = featurizer.featurize_many([Composition(f) for f in missing], pbar=False)
-            self._cache.update(zip(missing, (np.asarray(r, dtype=np.float64) for r in rows)))
-        return np.vstack([self._cache[f] for f in X])
+            rows = featurizer.featurize_many(compositions, ignore_errors=True, pbar=False)
+            columns.append(np.asarray(rows, dtype=np.float64))
+        return np.hstack(columns)
+
+
+class MagpieFeatures(CompositionFeatures):
+    """Formulas -> matminer's Magpie ``ElementProperty`` features (132 columns): ``CompositionFeatures``
+    with ``features=("magpie",)``, the RF/Magpie baseline's transformer."""
+
+    features, model, device = ("magpie",), None, "cpu"
+
+    def __init__(self):
+        pass
+
+
+class PriorCorrectedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """A binary classifier whose probabilities are corrected to equal class priors.
+
+    With ``pi`` the positive rate of the training labels, a predicted probability
+    ``p`` of the positive class becomes ``p' = p (1 - pi) / (p (1 - pi) + (1 - p) pi)``:
+    the probability the classifier would give if both classes were equally
+    frequent in training. The map is monotone, so the ROC AUC of the
+    probabilities is unchanged, while the labels ``p' > 0.5`` are ``p > pi``, the
+    cut that suits balanced accuracy (and matbench's ROC AUC of labels).
+
+    Parameters
+    ----------
+    estimator : classifier
+        A binary classifier with ``predict_proba``.
+
+    Attributes
+    ----------
+    estimator_ : classifier
+        The fitted clone of ``estimator``.
+    classes_ : ndarray of shape (2,)
+    prior_ : float
+        ``pi``, the fraction of training labels equal to ``classes_[1]``.
+    """
+
+    _parameter_constraints = {"estimator": [HasMethods(["fit", "predict_proba"])]}
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def fit(self, X, y):
+        """Fit the classifier and store the training positive rate.
+
+        Parameters
+        ----------
+        X : array-like or list of formulas
+            Whatever ``estimator`` accepts.
+        y : array-like of shape (n_samples,)
+            Two classes.
+
+        Returns
+        -------
+        self : PriorCorrectedClassifier
+        """
+        from sklearn.base import clone
+
+        self._validate_params()
+        self.estimator_ = clone(self.estimator).fit(X, y)
+        self.classes_ = np.asarray(self.estimator_.classes_)
+        if len(self.classes_) != 2:
+            raise ValueError(f"PriorCorrectedClassifier needs two classes; y has {len(self.classes_)}: "
+                             f"{list(self.classes_)}")
+        self.prior_ = float(np.mean(np.asarray(y) == self.classes_[1]))
+        return self
+
+    def predict_proba(self, X):
+        """Prior-corrected probabilities.
+
+        Parameters
+        ----------
+        X : array-like or list of formulas
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 2)
+            Columns in the order of ``classes_``.
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "estimator_")
+        p = np.asarray(self.estimator_.predict_proba(X), dtype=np.float64)[:, 1]
+        positive, negative = p * (1.0 - self.prior_), (1.0 - p) * self.prior_
+        corrected = positive / (positive + negative)
+        return np.column_stack([1.0 - corrected, corrected])
+
+    def predict(self, X):
+        """Labels: ``classes_[1]`` where the corrected probability exceeds 0.5.
+
+        Parameters
+        ----------
+        X : array-like or list of formulas
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
 
 
 def _random_forest(task_type, random_state):
@@ -185,14 +356,14 @@ def _random_forest(task_type, random_state):
     return forest(n_estimators=500, random_state=random_state)
 
 
-def _rf_magpie(task_type, *, model, device, random_state):
+def _rf_magpie(task_type, *, task, model, device, random_state):
     """matbench's RF/Magpie baseline: Magpie features + a 500-tree random forest."""
     from sklearn.pipeline import Pipeline
 
     return Pipeline([("magpie", MagpieFeatures()), ("forest", _random_forest(task_type, random_state))])
 
 
-def _polysrl_rf(task_type, *, model, device, random_state):
+def _polysrl_rf(task_type, *, task, model, device, random_state):
     """PolySRL features of ``model`` + the same 500-tree random forest as ``rf-magpie``."""
     from sklearn.pipeline import Pipeline
 
@@ -202,7 +373,7 @@ def _polysrl_rf(task_type, *, model, device, random_state):
     return Pipeline([("polysrl", features), ("forest", _random_forest(task_type, random_state))])
 
 
-def _probe(task_type, *, model, device, random_state):
+def _probe(task_type, *, task, model, device, random_state):
     """The package's probe: ``PolySRLRegressor`` / ``PolySRLClassifier`` with ``finetune=False``."""
     if task_type == "regression":
         from .regressor import PolySRLRegressor as estimator
@@ -217,13 +388,55 @@ def _probe(task_type, *, model, device, random_state):
     return estimator(pretrained=model, finetune=False, device=device, random_state=random_state, verbose=False)
 
 
-#: Estimators by name: ``factory(task_type, *, model, device, random_state) -> unfitted estimator``
+def _tuned(task_type, *, task, model, device, random_state):
+    """A scikit-learn model per task, chosen by the research helper's inner cross-validation on the
+    training part of outer fold 0 only (``benchmarks/results/matbench_models.md``,
+    ``benchmarks/matbench_models.py``), never on the scored test folds:
+
+    - steels: ``ExtraTreesRegressor(n_estimators=500)`` on element fractions;
+    - glass: ``RandomForestClassifier(n_estimators=500, max_features=0.1)`` on Magpie + fractions,
+      prior-corrected (labels ``P > training positive rate``);
+    - expt_is_metal: ``HistGradientBoostingClassifier(max_iter=300, early_stopping=False)`` on Magpie +
+      fractions + extras + PolySRL, prior-corrected;
+    - expt_gap: ``ZeroInflatedRegressor`` of that classifier (not prior-corrected) and a
+      ``HistGradientBoostingRegressor`` of the same settings, on the same features.
+
+    The research helper's choices for expt_is_metal and expt_gap also had a DFT P(metal) column fitted
+    on matbench's mp_is_metal, which is not bundled; without it expt_gap scored 0.2799 (outer folds).
+    """
+    from sklearn.ensemble import (ExtraTreesRegressor, HistGradientBoostingClassifier, HistGradientBoostingRegressor,
+                                  RandomForestClassifier)
+    from sklearn.pipeline import Pipeline
+
+    from .zero_inflated import ZeroInflatedRegressor
+
+    boosting = dict(max_iter=300, learning_rate=0.1, max_leaf_nodes=31, min_samples_leaf=20, early_stopping=False,
+                    random_state=random_state)
+    everything = ("magpie", "fractions", "extras", "polysrl")
+    choices = {
+        "matbench_steels": (("fractions",), lambda: ExtraTreesRegressor(n_estimators=500, random_state=random_state)),
+        "matbench_glass": (("magpie", "fractions"), lambda: PriorCorrectedClassifier(
+            RandomForestClassifier(n_estimators=500, max_features=0.1, random_state=random_state))),
+        "matbench_expt_is_metal": (everything, lambda: PriorCorrectedClassifier(
+            HistGradientBoostingClassifier(**boosting))),
+        "matbench_expt_gap": (everything, lambda: ZeroInflatedRegressor(
+            HistGradientBoostingClassifier(**boosting), HistGradientBoostingRegressor(**boosting))),
+    }
+    if task not in choices:
+        raise ValueError(f"estimator 'tuned' has a model for {', '.join(choices)} only, not {task!r}")
+    features, estimator = choices[task]
+    return Pipeline([("features", CompositionFeatures(features, model=model, device=device)),
+                     ("model", estimator())])
+
+
+#: Estimators by name: ``factory(task_type, *, task, model, device, random_state) -> unfitted estimator``
 #: taking a list of formulas as X. Imports happen inside the factories, so a name costs nothing
 #: until it is run. Add an entry to make a name available to ``run_matbench`` and the CLI.
 ESTIMATORS = {
     "probe": _probe,
     "rf-magpie": _rf_magpie,
     "polysrl-rf": _polysrl_rf,
+    "tuned": _tuned,
 }
 
 
@@ -432,7 +645,7 @@ def run_matbench(task="all", out="matbench_results", estimators=("probe",), *, m
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
             raise ValueError(f"estimator name {name!r} is used as a folder name: use letters, digits, . _ + -")
         for t in tasks:
-            estimator = factory(TASKS[t]["type"], model=model, device=device, random_state=random_state)
+            estimator = factory(TASKS[t]["type"], task=t, model=model, device=device, random_state=random_state)
             settings = {"estimator": _describe(estimator), **_model_settings(model)}
             folder.check_settings(f"{name}/{t}", settings)
             plan.append((name, t, estimator, settings))

@@ -24,7 +24,7 @@ def test_docs_build_without_warnings(tmp_path):
 
     index = (out / "index.html").read_text(encoding="utf-8")
     assert "PolySRLFeaturizer" in index
-    for page in ("quickstart", "pretraining", "uncertainty", "reproducing", "cli", "method", "api"):
+    for page in ("quickstart", "pretraining", "uncertainty", "reproducing", "cli", "method", "api", "matbench"):
         assert f'href="{page}.html"' in index, page
 
     api = (out / "api.html").read_text(encoding="utf-8")
@@ -39,7 +39,7 @@ def test_docs_build_without_warnings(tmp_path):
 
     # the CLI page shows the real --help text of each subcommand, generated at build time
     cli = (out / "cli.html").read_text(encoding="utf-8")
-    for command in ("pretrain", "featurize", "evaluate"):
+    for command in ("pretrain", "featurize", "evaluate", "matbench"):
         assert f"usage: skpolysrl {command}" in cli, command
     assert "--epochs" in cli and "--formula-col" in cli
     method = (out / "method.html").read_text(encoding="utf-8")

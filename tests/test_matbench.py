@@ -17,7 +17,8 @@ from sklearn.preprocessing import FunctionTransformer
 
 from skpolysrl.cli import main
 from skpolysrl.datasets import load_dataset
-from skpolysrl.matbench import ESTIMATORS, TASKS, MatbenchRunError, load_task, run_matbench
+from skpolysrl.matbench import (ESTIMATORS, TASKS, CompositionFeatures, MagpieFeatures, MatbenchRunError,
+                                PriorCorrectedClassifier, load_task, run_matbench)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +28,7 @@ def _formula_stats(X):
     return np.array([[len(f), sum(c.isupper() for c in f)] for f in X], dtype=float)
 
 
-def cheap(task_type, *, model, device, random_state):
+def cheap(task_type, *, task, model, device, random_state):
     final = LogisticRegression() if task_type == "classification" else LinearRegression()
     return make_pipeline(FunctionTransformer(_formula_stats), final)
 
@@ -142,12 +143,85 @@ def test_results_file_has_matbench_structure(tmp_path):
 def test_rf_magpie_on_a_small_glass_subset():
     formulas, y, _, folds = load_task("glass")
     train, test = folds[0][0][:150], folds[0][1][:40]
-    model = ESTIMATORS["rf-magpie"]("classification", model=None, device="cpu", random_state=0)
+    model = ESTIMATORS["rf-magpie"]("classification", task="matbench_glass", model=None, device="cpu", random_state=0)
     model.set_params(forest__n_estimators=25)
     model.fit([formulas[i] for i in train], y[train])
     proba = model.predict_proba([formulas[i] for i in test])[:, 1]
     assert roc_auc_score(y[test], proba) > 0.7
     assert model.named_steps["forest"].n_features_in_ == 132
+
+
+# ------------------------------------------------------------------ features and the tuned estimators
+def test_composition_features_give_the_magpie_columns_of_matminer():
+    from matminer.featurizers.composition import ElementProperty
+    from pymatgen.core import Composition
+
+    formulas = load_task("glass")[0][:6] + ["NaCl", "Fe2O3"]
+    direct = ElementProperty.from_preset("magpie", impute_nan=True).featurize_many(
+        [Composition(f) for f in formulas], pbar=False)
+    np.testing.assert_array_equal(MagpieFeatures().fit_transform(formulas), np.asarray(direct, dtype=float))
+    np.testing.assert_array_equal(CompositionFeatures().transform(formulas), np.asarray(direct, dtype=float))
+    assert repr(MagpieFeatures()) == "MagpieFeatures()"  # rf-magpie's stored settings stay the same
+    both = CompositionFeatures(("fractions", "magpie")).transform(formulas)
+    np.testing.assert_array_equal(both[:, -132:], np.asarray(direct, dtype=float))
+    with pytest.raises(ValueError, match="choose one or more of magpie, fractions, extras, polysrl"):
+        CompositionFeatures(("magpie", "oxidation")).transform(formulas)
+
+
+class _FixedProbability(BaseEstimator):
+    """A 'classifier' whose P(class 1) is the first column of X."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):
+        p = np.asarray(X, dtype=float)[:, 0]
+        return np.column_stack([1 - p, p])
+
+
+def test_prior_correction_by_hand_and_monotone():
+    model = PriorCorrectedClassifier(_FixedProbability()).fit(np.zeros((4, 1)), [0, 0, 0, 1])  # pi = 0.25
+    assert model.prior_ == 0.25 and list(model.classes_) == [0, 1]
+    # p' = p (1 - pi) / (p (1 - pi) + (1 - p) pi)
+    corrected = model.predict_proba([[0.5], [0.25], [0.2], [0.0], [1.0]])
+    np.testing.assert_allclose(corrected[:, 1], [0.75, 0.5, 0.15 / 0.35, 0.0, 1.0])
+    np.testing.assert_allclose(corrected.sum(axis=1), 1.0)
+    p = np.random.default_rng(0).uniform(size=200)
+    y = np.random.default_rng(1).uniform(size=200) < p
+    q = model.predict_proba(p[:, None])[:, 1]
+    assert np.all(np.diff(q[np.argsort(p)]) >= 0)
+    assert roc_auc_score(y, q) == pytest.approx(roc_auc_score(y, p))
+    np.testing.assert_array_equal(model.predict(p[:, None]), (p > 0.25).astype(int))
+    with pytest.raises(ValueError, match="needs two classes"):
+        PriorCorrectedClassifier(_FixedProbability()).fit(np.zeros((3, 1)), [0, 1, 2])
+    with pytest.raises(ValueError, match="'estimator' parameter"):
+        PriorCorrectedClassifier(LinearRegression()).fit(np.zeros((4, 1)), [0, 0, 0, 1])
+
+
+def _smaller(name, n_estimators):
+    def factory(task_type, **kw):
+        model = ESTIMATORS[name](task_type, **kw)
+        return model.set_params(**{f"{model.steps[-1][0]}__n_estimators": n_estimators})
+    return factory
+
+
+def test_tuned_beats_rf_magpie_on_steels(tmp_path):
+    estimators = {"tuned": _smaller("tuned", 60), "rf-magpie": _smaller("rf-magpie", 60)}
+    summary = run_matbench("steels", tmp_path / "a", estimators, verbose=False)["estimators"]
+    tuned, forest = summary["tuned"]["matbench_steels"], summary["rf-magpie"]["matbench_steels"]
+    assert tuned["mean"] < 95 < forest["mean"]  # issue 13's target, on all 5 official folds
+    again = run_matbench("steels", tmp_path / "b", {"tuned": _smaller("tuned", 60)}, verbose=False)
+    assert again["estimators"]["tuned"]["matbench_steels"]["folds"] == tuned["folds"]  # deterministic
+
+
+def test_tuned_names_its_tasks():
+    with pytest.raises(ValueError, match="'tuned' has a model for matbench_steels, .* only, not 'matbench_dielectric'"):
+        ESTIMATORS["tuned"]("regression", task="matbench_dielectric", model=None, device="cpu", random_state=0)
+    glass = ESTIMATORS["tuned"]("classification", task="matbench_glass", model=None, device="cpu", random_state=3)
+    assert glass.named_steps["features"].features == ("magpie", "fractions")
+    assert isinstance(glass.named_steps["model"], PriorCorrectedClassifier)
+    assert glass.named_steps["model"].estimator.random_state == 3
 
 
 # ------------------------------------------------------------------ resume and settings
