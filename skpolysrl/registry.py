@@ -79,8 +79,8 @@ _REGISTRY = {
     "default": ModelEntry(
         name="default",
         filename="polysrl_default.pt",
-        sha256="50c898534d979958c667955b5c242783f3f065dbdbcfbc3fbbb2e26787cdb8ba",
-        size=5715292,
+        sha256="349dddda5fd78e28f6728ffbb733963dffc1567822f7f1fb344badd754e5a1fe",
+        size=5711156,
         model_card="skpolysrl/weights/MODEL_CARD.md",
         description="stoichiometry encoder pretrained on Materials Project structures and DFT properties, variances fitted to 108,569 structures (shipped)",
     ),
