@@ -12,3 +12,16 @@ def strict_json(value):
     if isinstance(value, (float, np.floating)):
         return float(value) if np.isfinite(value) else None
     return value
+
+
+def write_report(out, lines, payload):
+    """Write the markdown ``lines`` to ``out`` and ``payload`` (strict JSON) beside it as ``.json``; print the table."""
+    import json
+    import os
+
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        fh.write("\n".join(lines))
+    with open(os.path.splitext(out)[0] + ".json", "w") as fh:
+        json.dump(strict_json(payload), fh, indent=1, allow_nan=False)
+    print("\n".join(lines))

@@ -22,7 +22,6 @@ coverage of the 68 % and 95 % intervals, their mean width, Spearman rho(half-wid
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,7 +30,7 @@ import warnings
 
 import numpy as np
 
-from _report import strict_json
+from _report import write_report
 
 warnings.filterwarnings("ignore", category=UserWarning)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -126,13 +125,7 @@ def main():
               "(empty for constant-width intervals). Per-fold numbers: `intervals.json`.",
               "", "conformal absolute: one width per fold, so its rho(half-width) only compares the five folds' "
               "widths.", ""]
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as fh:
-        fh.write("\n".join(lines))
-    with open(os.path.splitext(a.out)[0] + ".json", "w") as fh:
-        json.dump(strict_json({"command": sys.argv, "seconds": elapsed, "summary": rows, "folds": folds}), fh,
-                  indent=1)
-    print("\n".join(lines))
+    write_report(a.out, lines, {"command": sys.argv, "seconds": elapsed, "summary": rows, "folds": folds})
 
 
 if __name__ == "__main__":

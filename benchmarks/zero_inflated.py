@@ -21,7 +21,6 @@ feature sets: pretrained PolySRL features (``PolySRLFeaturizer().transform``) an
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,7 +30,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from _report import strict_json
+from _report import write_report
 from uncertainty import magpie_features  # one definition of the Magpie baseline's features
 
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -123,13 +122,7 @@ def main():
         auc = "" if r["auc_nonzero_mean"] is None else f"{r['auc_nonzero_mean']:.3f}"
         lines.append(f"| {r['features']} | {r['model']} | {r['mae_mean']:.4f} +/- {r['mae_std']:.4f} | {auc} |")
     lines += ["", f"Per-fold numbers: `{os.path.splitext(os.path.basename(a.out))[0]}.json`.", ""]
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as fh:
-        fh.write("\n".join(lines))
-    with open(os.path.splitext(a.out)[0] + ".json", "w") as fh:
-        json.dump(strict_json({"command": sys.argv, "seconds": elapsed, "summary": rows, "folds": folds}), fh,
-                  indent=1)
-    print("\n".join(lines))
+    write_report(a.out, lines, {"command": sys.argv, "seconds": elapsed, "summary": rows, "folds": folds})
 
 
 if __name__ == "__main__":
