@@ -150,3 +150,18 @@ def test_embedding_cache_never_overwrites_a_file_we_did_not_write(staged, polymo
     with pytest.raises(GraphCacheError, match="not an embedding cache written by skpolysrl"):
         cached_structure_embeddings(staged.model_, graphs, cache=foreign)
     assert foreign.read_bytes() == before
+
+
+def test_variance_stage_is_skipped_with_a_warning_when_no_polymorph_spreads(monkeypatch):
+    # regression: identical duplicate structures (spread 0) gave a zero floor, whose log is -inf
+    from skpolysrl import recipes
+
+    stoich = parse_formulas(["NaCl", "NaCl", "KCl", "Fe2O3"], known_atomic_numbers())
+    ids = np.array([0, 0, 1, 2])
+    plan = recipes._variance_plan(stoich, ids, StagedRecipe(n_alloys=0), np.random.default_rng(0))
+    monkeypatch.setattr(recipes, "cached_structure_embeddings",
+                        lambda model, graphs, **kw: np.ones((len(plan["rows"]), 4), dtype=np.float32))
+    with pytest.warns(UserWarning, match="no spread"):
+        records = recipes._variance_stage(None, ids, plan, lambda rows: None, StagedRecipe(), 0, "cpu", None, False,
+                                          None)
+    assert records == []
