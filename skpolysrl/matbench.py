@@ -100,12 +100,12 @@ def load_task(task):
     and the official ``(train, test)`` index pairs."""
     from .datasets import load_dataset
 
-    spec = TASKS[task_names(task)[0]]
-    df = load_dataset(spec["dataset"])
+    name = task_names(task)[0]
+    df = load_dataset(TASKS[name]["dataset"])
     formulas = df["formula"].tolist()
     y = df["target"].to_numpy(dtype=np.float64)
-    ids = matbench_ids(task_names(task)[0], len(df))
-    folds = list(official_folds(task).split(np.zeros((len(y), 1)), y))
+    ids = matbench_ids(name, len(df))
+    folds = list(official_folds(name).split(np.zeros((len(y), 1)), y))
     return formulas, y, ids, folds
 
 
@@ -460,13 +460,7 @@ _MANIFEST = "skpolysrl-matbench.json"
 
 
 def _write_json(path, obj):
-    text = json.dumps(obj, indent=1, allow_nan=False)
-
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            fh.write(text + "\n")
-
-    atomic_write(path, write)
+    _write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
 def _write_text(path, text):
