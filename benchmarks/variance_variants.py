@@ -12,7 +12,7 @@ that run's cache, so only structures it lacks are embedded.
         --model full.pt --start v2.pt --embedding-cache emb.npz --probe-errors err.npy \
         --variants '[{"floor": 0.5}, {"floor": 0.1}, {"floor": 0.02}, {"floor": 0.005}]'
 """
-import argparse, copy, gzip, json, os, time
+import argparse, copy, gzip, json, time
 import numpy as np, pandas as pd, torch
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
@@ -23,7 +23,8 @@ from skpolysrl.analysis import is_fractional_formula
 from skpolysrl.datasets import load_dataset, read_structures_jsonl
 from skpolysrl.graphs import build_structure_graphs
 from skpolysrl.model_selection import held_out_formulas
-from skpolysrl.recipes import polymorph_spread, substitution_alloys, fit_variances, cached_structure_embeddings
+from skpolysrl.recipes import (cached_structure_embeddings, fit_variances, mix_alloys, polymorph_spread,
+                               substitution_alloys)
 from skpolysrl.training import encode
 torch.set_num_threads(1)
 p = argparse.ArgumentParser()
@@ -77,14 +78,7 @@ for v in json.loads(a.variants):
     targets = floor + np.where(poly, spread, 0.0)
     rng = np.random.default_rng(0)
     pairs = pairs_all[:cfg["n_alloys"]]
-    alloys = []
-    for pa, pb in pairs:
-        x = rng.uniform(cfg["xlo"], cfg["xhi"]); mix = {}
-        for st, w in ((stoich[pa], 1 - x), (stoich[pb], x)):
-            for z, fr in zip(st.atomic_numbers, st.fractions):
-                mix[z] = mix.get(z, 0.0) + w * fr
-        zs = tuple(sorted(mix))
-        alloys.append(type(stoich[pa])(zs, tuple(mix[k] for k in zs)))
+    alloys = mix_alloys(stoich, pairs, rng, (cfg["xlo"], cfg["xhi"]))
     tg = targets
     if len(alloys):
         members = [np.flatnonzero(np.isin(row_fid, pr)) for pr in pairs]

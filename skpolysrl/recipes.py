@@ -45,8 +45,8 @@ from .loss import nt_xent_loss, polymorph_match
 from .nn import segment_sum, set2set
 from .training import PretrainConfig, encode, pretrain, pretraining_callbacks
 
-__all__ = ["StagedRecipe", "staged_pretrain", "polymorph_spread", "substitution_alloys", "structure_embeddings",
-           "cached_structure_embeddings", "fit_variances", "RECIPES"]
+__all__ = ["StagedRecipe", "staged_pretrain", "polymorph_spread", "substitution_alloys", "mix_alloys",
+           "structure_embeddings", "cached_structure_embeddings", "fit_variances", "RECIPES"]
 
 #: Names accepted by ``PolySRLFeaturizer(recipe=...)``.
 RECIPES = ("default", "paper")
@@ -273,6 +273,12 @@ def substitution_alloys(stoichiometries, n_alloys, rng, x_range=(0.02, 0.5)):
         return [], np.empty((0, 2), dtype=np.int64)
     pairs = np.asarray(pairs, dtype=np.int64)
     pairs = pairs[rng.permutation(len(pairs))[:n_alloys]]
+    return mix_alloys(stoichiometries, pairs, rng, x_range), pairs
+
+
+def mix_alloys(stoichiometries, pairs, rng, x_range=(0.02, 0.5)):
+    """``(1 - x) A + x B`` for each row ``(A, B)`` of ``pairs`` (rows of ``stoichiometries``), x uniform in
+    ``x_range`` (one draw per pair, in order): list of Stoichiometry."""
     alloys = []
     for a, b in pairs:
         x = rng.uniform(*x_range)
@@ -282,7 +288,7 @@ def substitution_alloys(stoichiometries, n_alloys, rng, x_range=(0.02, 0.5)):
                 mix[z] = mix.get(z, 0.0) + w * f
         z = tuple(sorted(mix))
         alloys.append(Stoichiometry(z, tuple(mix[k] for k in z)))
-    return alloys, pairs
+    return alloys
 
 
 class _VarianceObjective(torch.nn.Module):
