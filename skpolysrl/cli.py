@@ -488,7 +488,8 @@ def cmd_matbench(args):
     from .matbench import run_matbench, summary_markdown
 
     estimators = list(dict.fromkeys(args.estimator + args.baseline))
-    model = None if args.model == "none" else args.model
+    # no --trust-pickle here: the results record the model file's hash, which a temporary copy would change
+    model = _model_source(args.model, trust_pickle=False)
     summary = run_matbench(args.task, args.out, estimators, model=model, device=args.device, verbose=not args.quiet)
     print(summary_markdown(summary), end="")
     print(f"wrote {args.out}: summary.md, summary.json, <estimator>/results.json (matbench format)")
