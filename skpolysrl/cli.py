@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 
+from ._runtime import atomic_write
 from .exceptions import FormulaError, SkPolySRLError
 
 
@@ -52,8 +53,25 @@ def _json_safe(value):
 
 
 def _write_json(path, obj):
-    with open(path, "w") as fh:
-        json.dump(_json_safe(obj), fh, indent=1, allow_nan=False, default=str)
+    text = json.dumps(_json_safe(obj), indent=1, allow_nan=False, default=str)
+
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+    atomic_write(path, write)
+
+
+def _refuse_existing_outputs(args, *options):
+    """Stop before any work if an output path of ``options`` (argparse dests) exists and --overwrite is off:
+    the command never replaces a file it may not have written."""
+    if args.overwrite:
+        return
+    for option in options:
+        path = getattr(args, option, None)
+        if path and os.path.lexists(path):
+            raise FileExistsError(f"--{option.replace('_', '-')} {path} exists; skpolysrl does not replace existing "
+                                  "files: choose another path, or pass --overwrite to replace it")
 
 
 def _structures(source, limit, recursive=False, ignore_errors=False):
@@ -106,6 +124,7 @@ process up to float rounding; rank 0 writes --out and prints):
 def cmd_pretrain(args):
     from .featurizer import PolySRLFeaturizer
 
+    _refuse_existing_outputs(args, "out", "history")
     data = None if args.objective == "supervised" else _structures(args.data, args.limit, args.recursive,
                                                                     args.ignore_errors)
     if data is not None and args.subsample and args.subsample < len(data):
@@ -150,6 +169,7 @@ def cmd_featurize(args):
     from .datasets._tables import row_label
     from .featurizer import PolySRLFeaturizer
 
+    _refuse_existing_outputs(args, "out")
     table = _read_table(args.input, args.formula_col)
     if args.formula_col not in table.columns:
         raise SystemExit(f"error: no column {args.formula_col!r} in {args.input}; columns: {list(table.columns)}")
@@ -166,10 +186,8 @@ def cmd_featurize(args):
         if exc.position is None:
             raise
         raise type(exc)(exc.item, exc.reason, where=row_label(args.input, exc.position)) from None
-    if args.out.endswith(".parquet"):
-        out.to_parquet(args.out)
-    else:
-        out.to_csv(args.out, index=False)
+    atomic_write(args.out, (lambda tmp: out.to_parquet(tmp)) if args.out.endswith(".parquet")
+                 else (lambda tmp: out.to_csv(tmp, index=False)))
     print(f"wrote {args.out}: {len(out)} rows x {len(f.feature_labels())} PolySRL features")
 
 
@@ -262,6 +280,7 @@ def cmd_evaluate(args):
         raise ValueError("give exactly one of --dataset NAME (bundled) or --data FILE (your table)")
     if args.temperature_window and not args.temperature_col:
         raise ValueError("--temperature-window needs --temperature-col (the column of temperatures in K)")
+    _refuse_existing_outputs(args, "json")
     task_type = _evaluate_task_type(args)
     classification = task_type == "classification"
     if args.dataset is not None:
@@ -441,6 +460,9 @@ def build_parser():
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
     for command in (pre, fea, ev):
+        command.add_argument("--overwrite", action="store_true",
+                             help="replace output files that exist (without it, an existing output stops the "
+                                  "command before any work)")
         command.add_argument("--trust-pickle", action="store_true",
                              help="allow the model file to be a joblib/pickle dump of a fitted PolySRLFeaturizer. "
                                   "Unpickling RUNS CODE from the file: use only with files you trust")

@@ -170,7 +170,8 @@ def test_cli_model_files_never_unpickled_unless_trusted(tmp_path, trained):
     assert "weights only, no code runs" in help_text and "RUNS CODE" in help_text
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    _one_line_error(_cli("featurize", "--model", empty, "--input", table, "--out", out), "empty.pt", "empty")
+    _one_line_error(_cli("featurize", "--model", empty, "--input", table, "--out", tmp_path / "o2.csv"),
+                    "empty.pt", "empty")
 
 
 def test_cli_graph_cache_and_bad_structure_files(tmp_path):
@@ -184,3 +185,22 @@ def test_cli_graph_cache_and_bad_structure_files(tmp_path):
     poscar.write_text("bad\n1.0\n3 0 0\n3 0 0\n0 0 3\nNa Cl\n1 1\ndirect\n0 0 0\n0.5 0.5 0.5\n")
     _one_line_error(_cli("pretrain", "--data", poscar, "--epochs", "1", "--out", tmp_path / "m.pt"),
                     "POSCAR", "singular")
+
+
+def test_cli_never_replaces_an_existing_output_without_overwrite(tmp_path):
+    """Every output option is checked before any work; the file stays as it was; --overwrite replaces it."""
+    table = tmp_path / "in.csv"
+    table.write_text("formula\nNaCl\nFe2O3\n")
+    precious = tmp_path / "results.csv"
+    precious.write_text("someone's results\n")
+    for command, option in ((["featurize", "--model", "none", "--input", table], "--out"),
+                            (["pretrain", "--limit", "8", "--epochs", "1", "--out", tmp_path / "m.pt"], "--history"),
+                            (["pretrain", "--limit", "8", "--epochs", "1"], "--out"),
+                            (["evaluate", "--data", table, "--model", "none"], "--json")):
+        _one_line_error(_cli(*command, option, precious), f"{option} {precious} exists", "--overwrite")
+        assert precious.read_text() == "someone's results\n"
+    assert not (tmp_path / "m.pt").exists()  # refused before training
+    run = _cli("featurize", "--model", "none", "--input", table, "--out", precious, "--overwrite")
+    assert run.returncode == 0, run.stderr
+    assert pd.read_csv(precious).shape == (2, 202)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "results.csv"]  # no temporaries left

@@ -420,11 +420,11 @@ def test_cli_featurize_progress_flag(tmp_path, capfd, monkeypatch):
     out = tmp_path / "out.csv"
     assert cli.main(["featurize", "--input", str(table), "--out", str(out)]) == 0
     assert "PolySRLFeaturizer" not in capfd.readouterr().err  # short table, not a terminal: quiet
-    assert cli.main(["featurize", "--input", str(table), "--out", str(out), "--progress"]) == 0
+    assert cli.main(["featurize", "--input", str(table), "--out", str(out), "--progress", "--overwrite"]) == 0
     assert f"{len(FORMULAS)}/{len(FORMULAS)}" in capfd.readouterr().err
     monkeypatch.setattr(cli, "_AUTO_PROGRESS_ROWS", 5)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert cli.main(["featurize", "--input", str(table), "--out", str(out)]) == 0  # long, on a terminal
+    assert cli.main(["featurize", "--input", str(table), "--out", str(out), "--overwrite"]) == 0  # long, on a terminal
     assert f"{len(FORMULAS)}/{len(FORMULAS)}" in capfd.readouterr().err
     np.testing.assert_allclose(pd.read_csv(out)[PolySRLFeaturizer().feature_labels()].to_numpy(),
                                PolySRLFeaturizer().transform(FORMULAS), rtol=1e-5, atol=1e-6)
