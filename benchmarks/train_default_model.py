@@ -70,8 +70,9 @@ def main():
     p.add_argument("--properties", nargs="*", default=[], help="per-formula DFT tables (formula, target)")
     p.add_argument("--init", default="none", help="starting weights (.pt) or 'none'")
     p.add_argument("--max-sites", type=int, default=40,
-                   help="leave out cells of more sites (77 %% of MP structures have <= 40; the rest cost 59 %% of "
-                        "the structure encoder's time)")
+                   help="structure training (align, realign) samples cells of at most this many sites (77 %% of "
+                        "MP structures; the rest cost 59 %% of the structure encoder's time); every cell counts as a "
+                        "polymorph and is embedded in the variance stage")
     p.add_argument("--holdout", type=float, default=0.1)
     p.add_argument("--max-structure-rows", type=int, default=20000)
     p.add_argument("--realign-passes", type=int, default=20000)
@@ -101,9 +102,10 @@ def main():
     with opener(a.structures, "rt") as fh:
         all_formulas = sorted({json.loads(line)["formula"] for line in fh if line.strip()})
     held = set(np.asarray(all_formulas)[held_out_formulas(all_formulas, a.holdout)])
-    data = read_structures_jsonl(a.structures, max_sites=a.max_sites, skip_formulas=held)
-    print(f"{len(data)} structures of {data.formula.nunique()} formulas (<= {a.max_sites} sites; {len(held)} of "
-          f"{len(all_formulas)} formulas held out) in {time.perf_counter() - t0:.0f} s", flush=True)
+    data = read_structures_jsonl(a.structures, skip_formulas=held)
+    print(f"{len(data)} structures of {data.formula.nunique()} formulas ({len(held)} of {len(all_formulas)} "
+          f"formulas held out) in {time.perf_counter() - t0:.0f} s; structure training samples cells of <= "
+          f"{a.max_sites} sites", flush=True)
     evaluation = load_dataset("band_gap").formula.tolist() + load_dataset("matbench_expt_gap").formula.tolist()
     exclude = {s.key for s in parse_formulas(evaluation, known_atomic_numbers(), ignore_errors=True) if s}
     y, coverage = (property_matrix(data.formula, a.properties, exclude) if a.properties else (None, {}))
@@ -111,7 +113,8 @@ def main():
 
     recipe = StagedRecipe(max_structure_rows=a.max_structure_rows, realign_passes=a.realign_passes,
                           n_alloys=a.n_alloys, stages=None if a.stages is None else tuple(a.stages),
-                          variance_epochs=a.variance_epochs, floor_quantile=a.floor_quantile)
+                          variance_epochs=a.variance_epochs, floor_quantile=a.floor_quantile,
+                          max_sites=a.max_sites)
     f = PolySRLFeaturizer(pretrained=None if a.init == "none" else a.init, recipe=recipe, random_state=a.seed,
                           device=a.device, checkpoint=a.checkpoint, graph_cache=a.graph_cache,
                           embedding_cache=a.embedding_cache, verbose=True)

@@ -165,3 +165,50 @@ def test_variance_stage_is_skipped_with_a_warning_when_no_polymorph_spreads(monk
         records = recipes._variance_stage(None, ids, plan, lambda rows: None, StagedRecipe(), 0, "cpu", None, False,
                                           None)
     assert records == []
+
+
+def test_max_sites_keeps_big_cells_out_of_structure_training_but_in_the_variance_stage(polymorph_corpus,
+                                                                                       monkeypatch):
+    from skpolysrl import recipes
+
+    data = polymorph_corpus
+    n_sites = np.array([len(s) for s in data.structure])
+    cap = int(np.median(n_sites))
+    requested = {}
+    real_plan = recipes._variance_plan
+
+    def spy_plan(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        requested["variance_rows"] = plan["rows"]
+        return plan
+
+    monkeypatch.setattr(recipes, "_variance_plan", spy_plan)
+    monkeypatch.setattr(recipes, "_variance_stage", lambda *a, **k: [])  # the rows are what is checked
+    calls = []
+    real_pretrain = recipes.pretrain
+
+    def spy_pretrain(model, table, ids, graphs, config, **kwargs):
+        calls.append(len(graphs))
+        return real_pretrain(model, table, ids, graphs, config, **kwargs)
+
+    monkeypatch.setattr(recipes, "pretrain", spy_pretrain)
+    recipe = StagedRecipe(stages=("realign", "variance"), realign_passes=10, batch_size=32, n_alloys=0, max_sites=cap)
+    f = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False, device="cpu", recipe=recipe)
+    f.fit(data)
+    trainable = int((n_sites <= cap).sum())
+    assert calls == [trainable]  # realign saw exactly the small cells (fewer than max_structure_rows)
+    # the variance stage still embeds every structure of a polymorphic formula, big cells included
+    counts = data.formula.map(data.formula.value_counts()).to_numpy()
+    assert set(requested["variance_rows"]) == set(np.flatnonzero(counts > 1))
+    assert (n_sites[requested["variance_rows"]] > cap).any()
+
+
+def test_max_sites_needs_site_counts_and_enough_small_cells():
+    from skpolysrl import recipes
+
+    with pytest.raises(ValueError, match="needs the number of sites"):
+        recipes._trainable_rows(5, None, 40)
+    with pytest.raises(ValueError, match="raise max_sites"):
+        recipes._trainable_rows(3, np.array([50, 60, 8]), 40)
+    assert recipes._trainable_rows(3, np.array([50, 6, 8]), 40).tolist() == [1, 2]
+    assert recipes._trainable_rows(3, None, None).tolist() == [0, 1, 2]
