@@ -79,6 +79,9 @@ def _matminer_block(block):
                 BandCenter(impute_nan=True)]
     if block == "alloy":  # glass-forming descriptors (mixing enthalpy, size mismatch); Miedema ~0.1 s/formula
         return [YangSolidSolution(), Miedema()]
+    if block == "ape":  # atomic packing efficiency of metallic glasses (Laws et al. 2015), ~6 ms/formula
+        from matminer.featurizers.composition import AtomicPackingEfficiency
+        return [AtomicPackingEfficiency()]
     raise ValueError(block)
 
 
@@ -227,6 +230,66 @@ class OOBThresholdForest(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.predict_proba(X)[:, 1] >= self.threshold_).astype(int)]
 
 
+N_FRACTIONS = 118  # ElementFraction's columns; the "fractions" block comes last in a NeighbourStack's features
+
+
+def neighbour_label_features(query, train, y_train, exclude_self=False, k=5):
+    """Label features of each query composition's neighbours among the training compositions (element-fraction
+    vectors, Euclidean), over all rows and over rows of the same element set: distances to the nearest
+    positive and negative (capped at 2), their difference, the distance-weighted label mean of the k nearest,
+    and the number of same-system rows."""
+    d = np.sqrt(np.maximum((query ** 2).sum(1)[:, None] + (train ** 2).sum(1)[None, :] - 2 * query @ train.T, 0))
+    if exclude_self:
+        np.fill_diagonal(d, np.inf)
+    present_q, present_t = (query > 0).astype(np.int32), (train > 0).astype(np.int32)
+    same_system = ((present_q @ present_t.T == present_q.sum(1)[:, None])
+                   & (present_q.sum(1)[:, None] == present_t.sum(1)[None, :]))
+    columns = []
+    for mask in (np.ones_like(same_system), same_system):
+        dm = np.where(mask, d, np.inf)
+        d_pos = np.minimum(np.where(y_train[None, :] == 1, dm, np.inf).min(1), 2.0)
+        d_neg = np.minimum(np.where(y_train[None, :] == 0, dm, np.inf).min(1), 2.0)
+        nearest = np.argsort(dm, axis=1)[:, :k]
+        dk = np.take_along_axis(dm, nearest, 1)
+        w = np.where(np.isfinite(dk), 1.0 / (dk + 0.02), 0.0)
+        with np.errstate(invalid="ignore"):
+            mean = (w * y_train[nearest]).sum(1) / w.sum(1)
+        columns += [d_pos, d_neg, np.nan_to_num(mean, nan=y_train.mean()), d_pos - d_neg]
+    columns.append(same_system.sum(1).astype(float))
+    return np.column_stack(columns)
+
+
+class NeighbourStack(ClassifierMixin, BaseEstimator):
+    """A classifier on the features plus :func:`neighbour_label_features` (leave-one-out on the training rows)."""
+
+    def __init__(self, classifier, k=5):
+        self.classifier = classifier
+        self.k = k
+
+    def fit(self, X, y):
+        self.train_, self.y_ = X[:, -N_FRACTIONS:], np.asarray(y)
+        extra = neighbour_label_features(self.train_, self.train_, self.y_, exclude_self=True, k=self.k)
+        self.classifier_ = clone(self.classifier).fit(np.hstack([X, extra]), y)
+        self.classes_ = self.classifier_.classes_
+        return self
+
+    def predict_proba(self, X):
+        extra = neighbour_label_features(X[:, -N_FRACTIONS:], self.train_, self.y_, k=self.k)
+        return self.classifier_.predict_proba(np.hstack([X, extra]))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def mlp_clf(seed=0):
+    from sklearn.impute import SimpleImputer
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import QuantileTransformer
+    return make_pipeline(SimpleImputer(), QuantileTransformer(n_quantiles=200),
+                         MLPClassifier((256, 128), alpha=1e-3, max_iter=300, early_stopping=True, random_state=seed))
+
+
 def hgb_reg(**kw):
     params = dict(max_iter=1000, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=20, l2_regularization=0.0,
                   early_stopping=False, random_state=0)
@@ -316,6 +379,18 @@ CANDIDATES = {
         "hgb_magpie_fractions_alloy": (["magpie", "fractions", "alloy"], lambda: hgb_clf()),
         "avg_et_knn_fractions": (["fractions"],
                                  lambda: AverageClassifier([et_clf(), KNeighborsClassifier(10, weights="distance")])),
+        # fourth round (session 3): glass-specific descriptors, neighbours' labels in the same system, an MLP
+        "rf_magpie_fractions_ape_mf01": (["magpie", "ape", "fractions"], lambda: rf_clf(max_features=0.1)),
+        "rf_magpie_ape": (["magpie", "ape"], lambda: rf_clf()),
+        "rf_magpie_fractions_ape_alloy_mf01": (["magpie", "ape", "alloy", "fractions"],
+                                               lambda: rf_clf(max_features=0.1)),
+        "et_magpie_fractions_ape": (["magpie", "ape", "fractions"], lambda: et_clf()),
+        "neighbours_rf_magpie_fractions_mf01": (["magpie", "fractions"],
+                                                lambda: NeighbourStack(rf_clf(max_features=0.1))),
+        "neighbours_hgb_magpie_fractions": (["magpie", "fractions"], lambda: NeighbourStack(hgb_clf())),
+        "mlp_magpie_fractions": (["magpie", "fractions"], lambda: mlp_clf()),
+        "avg_mlp5_magpie_fractions": (["magpie", "fractions"],
+                                      lambda: AverageClassifier([mlp_clf(seed) for seed in range(5)])),
     },
     "is_metal": {
         "rf_magpie": (["magpie"], lambda: rf_clf()),
