@@ -36,6 +36,8 @@ p.add_argument("--embedding-cache", required=True)
 p.add_argument("--graph-cache", default=None)
 p.add_argument("--probe-errors", default=None, help=".npy of |out-of-fold probe error| on the band gap set")
 p.add_argument("--log", default="variance_variants.jsonl")
+p.add_argument("--max-sites", type=int, default=None,
+               help="leave out cells of more sites (the v3 choice used 40; the library now embeds every cell)")
 a = p.parse_args()
 t0 = time.perf_counter()
 known = known_atomic_numbers()
@@ -48,7 +50,7 @@ with gzip.open(path, "rt") as fh:
 F = allc.index.to_numpy(); n = allc.to_numpy()
 held = held_out_formulas(F, 0.1)
 valF = held_out_formulas(F, 0.1, salt="variance-validation")
-data = read_structures_jsonl(path, max_sites=40, skip_formulas=set(F[held | valF]))
+data = read_structures_jsonl(path, max_sites=a.max_sites, skip_formulas=set(F[held | valF]))
 forms, fid = np.unique(np.asarray(data.formula), return_inverse=True)
 counts = np.bincount(fid)
 stoich = parse_formulas(list(forms), known)
@@ -74,7 +76,7 @@ for v in json.loads(a.variants):
     cfg = {"epochs": 30, "lr": 3e-2, "floor": 0.5, "n_alloys": 5000, "xlo": 0.02, "xhi": 0.5, "batch": 256, **v}
     t1 = time.perf_counter()
     model = copy.deepcopy(base)
-    floor = float(np.quantile(spread[poly], cfg["floor"]))
+    floor = float(np.quantile(spread[poly & (spread > 0)], cfg["floor"]))  # as the library: positive spreads
     targets = floor + np.where(poly, spread, 0.0)
     rng = np.random.default_rng(0)
     pairs = pairs_all[:cfg["n_alloys"]]
