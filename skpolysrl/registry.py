@@ -79,10 +79,10 @@ _REGISTRY = {
     "default": ModelEntry(
         name="default",
         filename="polysrl_default.pt",
-        sha256="349dddda5fd78e28f6728ffbb733963dffc1567822f7f1fb344badd754e5a1fe",
+        sha256="7aafa8c7300ff6b3f4fd90f2f173c7713b20bf461367ead6e03f870c95a433ea",
         size=5711156,
         model_card="skpolysrl/weights/MODEL_CARD.md",
-        description="stoichiometry encoder pretrained on Materials Project structures and DFT properties, variances fitted to 108,569 structures (shipped)",
+        description="stoichiometry encoder pretrained on Materials Project structures and DFT properties, variances fitted to the polymorphs of 95,231 formulas, cells of any size (shipped, v4)",
     ),
 }
 _RESOLVED = {}  # (name, cache directory) -> path already fetched and checked in this process
