@@ -558,8 +558,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
         recipe = StagedRecipe() if isinstance(self.recipe, str) else self.recipe
         n_sites = None if recipe.max_sites is None else np.array([len(s) for s in structures])
         self.history_ = staged_pretrain(self.model_, stoich, formula_ids, build_graphs, recipe, targets=targets,
-                                        n_sites=n_sites, seed=seed, device=self.device_, from_scratch=self.pretrained is None,
-                                        verbose=self.verbose, checkpoint=self.checkpoint,
+                                        n_sites=n_sites, seed=seed, device=self.device_,
+                                        from_scratch=self.pretrained is None, verbose=self.verbose,
+                                        checkpoint=self.checkpoint,
                                         probe=None if monitor is None else HeldOutProbe(*monitor, seed=seed),
                                         on_epoch_end=on_epoch_end, embedding_cache=self.embedding_cache)
         return self
