@@ -90,7 +90,10 @@ for v in json.loads(a.variants):
     if len(alloys):
         members = [np.flatnonzero(np.isin(row_fid, pr)) for pr in pairs]
         group = np.concatenate([np.full(len(m), k) for k, m in enumerate(members)])
-        tg = np.concatenate([tg, floor + polymorph_spread(E[np.concatenate(members)], group, len(alloys))])
+        alloy_spread = polymorph_spread(E[np.concatenate(members)], group, len(alloys))
+        if cfg.get("alloy_min_quantile") is not None:  # an alloy has no known structure: at least this uncertain
+            alloy_spread = np.maximum(alloy_spread, np.quantile(spread[poly & (spread > 0)], cfg["alloy_min_quantile"]))
+        tg = np.concatenate([tg, floor + alloy_spread])
     hist = fit_variances(model, StoichiometryTable(list(stoich) + alloys), tg, epochs=cfg["epochs"], lr=cfg["lr"],
                          batch_size=cfg["batch"], seed=0)
     u = np.exp((2 * encode(model, tableF)[1].astype(np.float64)).mean(1))
