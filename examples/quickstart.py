@@ -13,7 +13,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skpolysrl import PolySRLFeaturizer
-from skpolysrl.datasets import load_expt_gap_nonmetals
+from skpolysrl.analysis import count_structures_per_formula
+from skpolysrl.datasets import load_expt_gap_nonmetals, load_mp_structures
 
 
 def main(argv=None):
@@ -26,9 +27,14 @@ def main(argv=None):
     formulas = ["Fe2O3", "GaAs", "Bi2Te2.7Se0.3", "(Bi2Te3)0.9(Sb2Te3)0.1", "SiO2", "TiO2", "Cu2ZnSnS4"]
     X = featurizer.transform(formulas)
     print(f"PolySRL features: {X.shape[0]} formulas x {X.shape[1]} columns (200-d mean embedding + uncertainty)")
-    print(f"{'formula':<26}{'polysrl_0':>11}{'polysrl_1':>11}{'uncertainty':>14}")
-    for formula, row in zip(formulas, X):
-        print(f"{formula:<26}{row[0]:>11.4f}{row[1]:>11.4f}{row[-1]:>14.4g}")
+    # the uncertainty spans orders of magnitude: read it as a rank among known formulas (the bundled MP corpus)
+    known = count_structures_per_formula(load_mp_structures(structures=False).formula).index
+    reference = featurizer.transform(list(known))
+    percentile = 100 * (reference[None, :, -1] < X[:, None, -1]).mean(axis=1)
+    print(f"{'formula':<26}{'polysrl_0':>11}{'polysrl_1':>11}{'uncertainty':>14}{'percentile*':>13}")
+    for formula, row, rank in zip(formulas, X, percentile):
+        print(f"{formula:<26}{row[0]:>11.4f}{row[1]:>11.4f}{row[-1]:>14.4g}{rank:>12.0f}%")
+    print(f"* of the uncertainty among the {len(reference)} formulas of the bundled Materials Project corpus")
 
     data = load_expt_gap_nonmetals()
     if args.fast:
