@@ -10,7 +10,7 @@ import re
 import stat
 import tempfile
 
-__all__ = ["resolve_device", "seeded", "atomic_write", "remove_stale_temporaries"]
+__all__ = ["resolve_device", "seeded", "atomic_write", "atomic_write_text", "remove_stale_temporaries"]
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -125,3 +125,12 @@ def atomic_write(path, write):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path, text):
+    """:func:`atomic_write` of a string (UTF-8 text)."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    atomic_write(path, write)

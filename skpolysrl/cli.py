@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from ._runtime import atomic_write
+from ._runtime import atomic_write, atomic_write_text
 from .exceptions import FormulaError, SkPolySRLError
 
 
@@ -53,13 +53,7 @@ def _json_safe(value):
 
 
 def _write_json(path, obj):
-    text = json.dumps(_json_safe(obj), indent=1, allow_nan=False, default=str)
-
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            fh.write(text)
-
-    atomic_write(path, write)
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=1, allow_nan=False, default=str))
 
 
 def _refuse_existing_outputs(args, *options):

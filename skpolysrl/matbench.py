@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, TransformerMixin
 from sklearn.utils._param_validation import HasMethods
 
-from ._runtime import atomic_write
+from ._runtime import atomic_write_text
 from .exceptions import SkPolySRLError
 
 __all__ = ["TASKS", "ESTIMATORS", "official_folds", "matbench_ids", "load_task", "score_fold", "probability_auc",
@@ -460,15 +460,7 @@ _MANIFEST = "skpolysrl-matbench.json"
 
 
 def _write_json(path, obj):
-    _write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
-
-
-def _write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            fh.write(text)
-
-    atomic_write(path, write)
+    atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
 class _Folder:
@@ -522,7 +514,7 @@ class _Folder:
             self.manifest["files"].append(relative)
             self._save_manifest()
         if text is not None:
-            _write_text(path, text)
+            atomic_write_text(path, text)
         else:
             _write_json(path, obj)
         return path

@@ -451,8 +451,8 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
     # structure stages use a sample of at most max_structure_rows rows; the variance stage embeds the
     # structures of polymorphic formulas and of alloy parents: their graphs are built once, together
     sample = np.sort(rng.permutation(_trainable_rows(n, n_sites, recipe.max_sites))[:recipe.max_structure_rows])
-    if not {"align", "realign"} & set(stages):  # no structure training: build no graphs for it
-        sample = sample[:0]
+    if not {"align", "realign"} & set(stages):  # no structure training: no graphs for it (the draw above stays,
+        sample = sample[:0]                      # so the alloys drawn next are those of a full run)
     plan = _variance_plan(stoichiometries, formula_ids, recipe, rng) if "variance" in stages else None
     if "variance" in stages and plan is None:
         stages = tuple(s for s in stages if s != "variance")
