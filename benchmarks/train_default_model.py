@@ -6,6 +6,10 @@
         --properties ../shared/data/matbench/{mp_gap,mp_e_form,log_gvrh,log_kvrh,phonons,dielectric,mp_is_metal,jdft2d,perovskites}.csv \\
         --init v1.pt --out skpolysrl/weights/polysrl_default.pt
 
+(The shipped means predate ``StagedRecipe.structure_targets``: add ``--structure-targets`` with no
+names to reproduce them; without it the supervised stage also learns each structure's volume per
+atom and density, the library default.)
+
 Data sources (all public, offline here; see ../shared/data/README.md):
 - ``--structures``: JSON-lines crystal structures (the Materials Project database 2025.02.12,
   156,332 structures; online: ``skpolysrl.datasets.load_materials_project`` or matminer's
@@ -86,6 +90,9 @@ def main():
                    help=".npz file caching the variance stage's structure embeddings between runs")
     p.add_argument("--stages", nargs="*", default=None,
                    help="stages to run (default: all that apply; e.g. 'realign variance' from a trained model)")
+    p.add_argument("--structure-targets", nargs="*", default=list(StagedRecipe.structure_targets),
+                   help="structure descriptors the supervised stage also learns; none: the shipped model's means "
+                        "(trained before these existed) used none, so pass the flag without names to reproduce them")
     p.add_argument("--variance-epochs", type=int, default=StagedRecipe.variance_epochs)
     p.add_argument("--floor-quantile", type=float, default=StagedRecipe.floor_quantile)
     p.add_argument("--full-out", default=None,
@@ -114,7 +121,7 @@ def main():
     recipe = StagedRecipe(max_structure_rows=a.max_structure_rows, realign_passes=a.realign_passes,
                           n_alloys=a.n_alloys, stages=None if a.stages is None else tuple(a.stages),
                           variance_epochs=a.variance_epochs, floor_quantile=a.floor_quantile,
-                          max_sites=a.max_sites)
+                          max_sites=a.max_sites, structure_targets=tuple(a.structure_targets))
     f = PolySRLFeaturizer(pretrained=None if a.init == "none" else a.init, recipe=recipe, random_state=a.seed,
                           device=a.device, checkpoint=a.checkpoint, graph_cache=a.graph_cache,
                           embedding_cache=a.embedding_cache, verbose=True)

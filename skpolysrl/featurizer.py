@@ -539,7 +539,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
 
     def _pretrain_staged(self, structures, targets, monitor=None, on_epoch_end=None):
         """The default recipe (:func:`skpolysrl.recipes.staged_pretrain`) on ``structures``."""
-        from .graphs import build_structure_graphs
+        from .graphs import build_structure_graphs, structure_descriptors
 
         defaults = inspect.signature(type(self).__init__).parameters
         paper_only = sorted(k for k in _PAPER_RECIPE_KEYWORDS if getattr(self, k) != defaults[k].default)
@@ -557,7 +557,11 @@ class PolySRLFeaturizer(BaseFeaturizer):
 
         recipe = StagedRecipe() if isinstance(self.recipe, str) else self.recipe
         n_sites = None if recipe.max_sites is None else np.array([len(s) for s in structures])
+        descriptors = None
+        if recipe.structure_targets and (recipe.stages is None or "supervised" in recipe.stages):
+            descriptors = structure_descriptors(structures, recipe.structure_targets)
         self.history_ = staged_pretrain(self.model_, stoich, formula_ids, build_graphs, recipe, targets=targets,
+                                        descriptors=descriptors,
                                         n_sites=n_sites, seed=seed, device=self.device_,
                                         from_scratch=self.pretrained is None, verbose=self.verbose,
                                         checkpoint=self.checkpoint,

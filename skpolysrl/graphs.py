@@ -25,7 +25,8 @@ from ._runtime import atomic_write
 from .exceptions import GraphCacheError, StructureGraphError
 
 __all__ = ["GraphSettings", "StructureGraphs", "build_structure_graph", "build_structure_graphs",
-           "gaussian_expansion", "geometry_problem", "MIN_VOLUME_PER_ATOM"]
+           "gaussian_expansion", "geometry_problem", "structure_descriptors", "STRUCTURE_DESCRIPTORS",
+           "MIN_VOLUME_PER_ATOM"]
 
 _CACHE_VERSION = 1
 _CACHE_FORMAT = "skpolysrl-graph-cache"  # the "format" array: our magic inside the .npz (a zip)
@@ -201,6 +202,37 @@ def geometry_problem(structure):
         return (f"it has {volume / n_sites:.3g} cubic angstrom per atom, below the physical minimum "
                 f"{MIN_VOLUME_PER_ATOM}; check the lattice (units are angstrom) and duplicated sites")
     return None
+
+
+#: Per-structure quantities :func:`structure_descriptors` can compute, with what each holds.
+STRUCTURE_DESCRIPTORS = {
+    "log_volume_per_atom": "natural log of the cell volume per atom (cubic angstrom)",
+    "log_density": "natural log of the density (g/cm^3)",
+}
+_AMU_PER_CUBIC_ANGSTROM_IN_G_PER_CM3 = 1.66053906660
+
+
+def structure_descriptors(structures, names=tuple(STRUCTURE_DESCRIPTORS)):
+    """Descriptors of each structure that need no labels: (n, len(names)) float64.
+
+    The default pretraining recipe learns them from the formula (how densely a
+    composition packs, :class:`~skpolysrl.recipes.StagedRecipe`). A structure
+    that :func:`geometry_problem` refuses gets NaN (unknown), never a number
+    from a broken cell.
+    """
+    unknown = [n for n in names if n not in STRUCTURE_DESCRIPTORS]
+    if unknown:
+        raise ValueError(f"unknown structure descriptors {unknown}; choose among {list(STRUCTURE_DESCRIPTORS)}")
+    out = np.full((len(structures), len(names)), np.nan)
+    for i, s in enumerate(structures):
+        if geometry_problem(s) is not None:
+            continue
+        composition = s.composition  # occupancies count: a half-occupied site is half an atom
+        volume = float(s.volume)
+        values = {"log_volume_per_atom": np.log(volume / composition.num_atoms),
+                  "log_density": np.log(composition.weight * _AMU_PER_CUBIC_ANGSTROM_IN_G_PER_CM3 / volume)}
+        out[i] = [values[n] for n in names]
+    return out
 
 
 def build_structure_graph(structure, cutoff=_DEFAULT.cutoff, max_neighbors=_DEFAULT.max_neighbors):

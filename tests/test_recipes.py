@@ -58,11 +58,39 @@ def test_substitution_alloys_mix_formulas_that_differ_by_one_element():
 def test_default_fit_runs_every_stage_without_collapse(staged):
     stages = [r["stage"] for r in staged.history_]
     assert stages[0] == "align-warmup" and stages[-1] == "variance"
-    assert {"align", "realign"} <= set(stages) and "supervised" not in stages  # no properties given
+    # no properties given: the supervised stage learns each structure's volume per atom and density
+    assert {"align", "supervised", "realign"} <= set(stages)
+    assert stages.index("align") < stages.index("supervised") < stages.index("realign")
     align = [r for r in staged.history_ if r["stage"] == "align"]
     assert align[-1]["effective_rank"] > 20 and align[-1]["mean_cosine"] < 0.9
     variance = [r for r in staged.history_ if r["stage"] == "variance"]
     assert variance[-1]["loss"] < variance[0]["loss"]
+
+
+def test_structure_descriptors_by_hand():
+    from pymatgen.core import Lattice, Structure
+
+    from skpolysrl.graphs import structure_descriptors
+
+    rock_salt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    broken = Structure(Lattice.cubic(0.5), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])  # 0.06 A^3 per atom
+    d = structure_descriptors([rock_salt, broken])
+    # 4 NaCl in a 5.64 A cube: 22.43 A^3 per atom, 4 * 58.44 amu / 179.4 A^3 = 2.164 g/cm^3 (measured: 2.165)
+    assert np.exp(d[0]) == pytest.approx([5.64 ** 3 / 8, 2.1637], rel=1e-4)
+    assert np.isnan(d[1]).all()  # a cell geometry_problem refuses gives no number
+    assert structure_descriptors([rock_salt], ("log_density",)).shape == (1, 1)
+    with pytest.raises(ValueError, match="unknown structure descriptors"):
+        structure_descriptors([rock_salt], ("log_volume",))
+    with pytest.raises(ValueError, match="StagedRecipe.structure_targets"):
+        StagedRecipe(structure_targets=("log_volume",))
+
+
+def test_no_structure_targets_and_no_properties_skip_the_supervised_stage(polymorph_corpus):
+    recipe = StagedRecipe(stages=None, structure_targets=(), align_passes=100, realign_passes=100, variance_epochs=2,
+                          n_alloys=0, batch_size=64)
+    f = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False, device="cpu", recipe=recipe)
+    f.fit(polymorph_corpus.head(60))
+    assert "supervised" not in {r["stage"] for r in f.history_}
 
 
 def test_default_fit_beats_its_untrained_start_on_held_out_alignment(staged):
