@@ -35,11 +35,12 @@ def main():
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--limit", type=int, default=None, help="only the first LIMIT bundled structures")
     p.add_argument("--out", default=os.path.join(HERE, "results", "default_fit.md"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    data = load_mp_structures()
+    data = load_mp_structures(limit=a.limit)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         f = PolySRLFeaturizer(pretrained=None, random_state=0, device="cpu", verbose=False).fit(data)
@@ -63,7 +64,7 @@ def main():
     last = align[-1] if align else {}
     kept = [r["epoch"] for r in align if r.get("kept")]
     lines = [
-        "# fit() with its defaults on the bundled corpus",
+        "# fit() with its defaults on the bundled corpus" + ("" if a.limit is None else f" (first {a.limit} structures)"),
         "",
         f"Command: `python {' '.join(sys.argv)}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {a.threads} torch thread(s); fit took "
