@@ -240,3 +240,29 @@ def test_max_sites_needs_site_counts_and_enough_small_cells():
         recipes._trainable_rows(3, np.array([50, 60, 8]), 40)
     assert recipes._trainable_rows(3, np.array([50, 6, 8]), 40).tolist() == [1, 2]
     assert recipes._trainable_rows(3, None, None).tolist() == [0, 1, 2]
+
+
+def test_structure_targets_teach_the_means_how_densely_a_formula_packs():
+    """Without labels, the supervised stage learns volume per atom from the formula: a ridge on the means of
+    formulas it never saw predicts it better than on the untrained means (same initial weights)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_val_predict
+
+    from skpolysrl.datasets import load_mp_structures
+    from skpolysrl.graphs import structure_descriptors
+
+    data = load_mp_structures().drop_duplicates("formula").sample(frac=1.0, random_state=0)
+    train, test = data.iloc[:-1000], data.iloc[-1000:]
+    volume = structure_descriptors(test.structure.tolist(), ("log_volume_per_atom",))[:, 0]
+    recipe = StagedRecipe(stages=("supervised",), supervised_epochs=20)
+    trained = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False, device="cpu", recipe=recipe)
+    trained.fit(train)
+    untrained = PolySRLFeaturizer(pretrained=None, random_state=0, verbose=False, device="cpu").fit(["NaCl"])
+
+    def error(f):
+        X = f.transform(test.formula.tolist())[:, :-1]
+        pred = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 3, 13)), X, volume, cv=5)
+        return float(np.mean(np.abs(pred - volume)))
+
+    # measured: 0.094 vs 0.100 (log units); the untrained means already carry most of it linearly
+    assert error(trained) < 0.97 * error(untrained)
