@@ -359,7 +359,8 @@ def build_parser():
                      help="for --objective supervised: band_gap or formation_energy (MP values for the bundled "
                           "corpus' formulas) or a CSV with formula,target columns (e.g. matbench_mp_gap)")
     pre.add_argument("--recipe", default="default", choices=["default", "paper"],
-                     help="default: the staged recipe (align, realign, variances fitted to the polymorphs; "
+                     help="default: the staged recipe (align, a supervised stage on each structure's volume per atom "
+                          "and density, realign, variances fitted to the polymorphs; "
                           "docs/method.md); paper: the paper's single stage, set by --epochs, --lr, --n-samples, "
                           "--beta and the options below (they apply to --recipe paper and the other objectives)")
     pre.add_argument("--epochs", type=int, default=100)
