@@ -446,15 +446,16 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
     rng = np.random.default_rng(seed)
     n = len(stoichiometries)
     formula_ids = np.asarray(formula_ids)
+    # what the supervised stage learns: the given properties, then the structure descriptors
     columns = [np.asarray(c, dtype=np.float64).reshape(n, -1) for c in (targets, descriptors) if c is not None]
-    targets = np.hstack(columns) if columns else None
+    y = np.hstack(columns) if columns else None
     stages = recipe.stages
     if stages is None:
-        stages = tuple(s for s in STAGES if (s != "align" or from_scratch) and (s != "supervised" or targets is not None))
+        stages = tuple(s for s in STAGES if (s != "align" or from_scratch) and (s != "supervised" or y is not None))
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose among {STAGES}")
-    if "supervised" in stages and targets is None:
+    if "supervised" in stages and y is None:
         raise ValueError("the supervised stage needs per-structure properties (fit(structures, y)) or "
                          "StagedRecipe.structure_targets")
     n_formulas = int(formula_ids.max()) + 1
@@ -528,7 +529,6 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
         joint = run_infomax(sample, epochs - warm, recipe.align_lr, 0, "align", validation=validation)
         _warn_if_collapsed(joint)
     if "supervised" in stages:
-        y = targets
         # one row per formula: the mean of its structures' known values, standardised per property
         sums = np.zeros((n_formulas, y.shape[1]))
         counts = np.zeros((n_formulas, y.shape[1]))
