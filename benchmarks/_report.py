@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts' result files."""
+"""Helpers shared by the benchmark scripts: result files and the Magpie baseline."""
 
 import numpy as np
 
@@ -25,3 +25,13 @@ def write_report(out, lines, payload):
     with open(os.path.splitext(out)[0] + ".json", "w") as fh:
         json.dump(strict_json(payload), fh, indent=1, allow_nan=False)
     print("\n".join(lines))
+
+
+def magpie_features(formulas):
+    """matminer's Magpie features (ElementProperty, the "magpie" preset) of ``formulas``, one process."""
+    from matminer.featurizers.composition import ElementProperty
+    from pymatgen.core import Composition
+
+    ep = ElementProperty.from_preset("magpie")
+    ep.set_n_jobs(1)
+    return np.asarray(ep.featurize_many([Composition(f) for f in formulas], pbar=False), dtype=float)

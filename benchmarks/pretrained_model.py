@@ -23,18 +23,10 @@ import time
 import warnings
 
 import numpy as np
+from _report import magpie_features
 
 warnings.filterwarnings("ignore", category=UserWarning)
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def magpie_features(formulas):
-    from matminer.featurizers.composition import ElementProperty
-    from pymatgen.core import Composition
-
-    ep = ElementProperty.from_preset("magpie")
-    ep.set_n_jobs(1)
-    return np.asarray(ep.featurize_many([Composition(f) for f in formulas], pbar=False), dtype=float)
 
 
 def is_fractional(formula):

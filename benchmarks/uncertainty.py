@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from _report import magpie_features
 
 warnings.filterwarnings("ignore", category=UserWarning)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,15 +39,6 @@ def corpus_counts(path):
     with opener(path, "rt") as fh:
         formulas = [json.loads(line)["formula"] for line in fh if line.strip()]
     return pd.Series(formulas).value_counts()
-
-
-def magpie_features(formulas):
-    from matminer.featurizers.composition import ElementProperty
-    from pymatgen.core import Composition
-
-    ep = ElementProperty.from_preset("magpie")
-    ep.set_n_jobs(1)
-    return np.asarray(ep.featurize_many([Composition(f) for f in formulas], pbar=False), dtype=float)
 
 
 def out_of_fold(X, y, make, seed=0):
