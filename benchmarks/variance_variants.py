@@ -94,17 +94,29 @@ for v in json.loads(a.variants):
         if cfg.get("alloy_min_quantile") is not None:  # an alloy has no known structure: at least this uncertain
             alloy_spread = np.maximum(alloy_spread, np.quantile(spread[poly & (spread > 0)], cfg["alloy_min_quantile"]))
         tg = np.concatenate([tg, floor + alloy_spread])
-    hist = fit_variances(model, StoichiometryTable(list(stoich) + alloys), tg, epochs=cfg["epochs"], lr=cfg["lr"],
-                         batch_size=cfg["batch"], seed=0)
-    u = np.exp((2 * encode(model, tableF)[1].astype(np.float64)).mean(1))
-    ug = np.exp((2 * encode(model, tableG)[1].astype(np.float64)).mean(1))
+    fit_table = StoichiometryTable(list(stoich) + alloys)
+    if cfg.get("head") == "hgb":
+        # capacity probe, not a library option: gradient boosting on the frozen means in place of the variance path
+        from sklearn.ensemble import HistGradientBoostingRegressor
+        hgb = HistGradientBoostingRegressor(max_iter=cfg.get("max_iter", 300), random_state=0)
+        hgb.fit(encode(model, fit_table)[0], np.log(tg))
+        hist = [{"loss": float("nan")}]
+
+        def uncertainty(table):
+            return np.exp(hgb.predict(encode(model, table)[0]))
+    else:
+        hist = fit_variances(model, fit_table, tg, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch"],
+                             seed=0)
+
+        def uncertainty(table):
+            return np.exp((2 * encode(model, table)[1].astype(np.float64)).mean(1))
+    u, ug = uncertainty(tableF), uncertainty(tableG)
     tr = ~held & ~valF
     r = {**cfg, "auc_train": roc_auc_score(n[tr] > 1, u[tr]), "auc_val": roc_auc_score(n[valF & ~held] > 1, u[valF & ~held]),
          "auc_held_out": roc_auc_score(n[held] > 1, u[held]), "rho_count": spearmanr(u, n)[0],
          "rho_count_val": spearmanr(u[valF & ~held], n[valF & ~held])[0],
          "auc_fractional_val": roc_auc_score(np.r_[np.ones(len(tableA)), np.zeros(int((valF & ~held).sum()))],
-                                             np.r_[np.exp((2 * encode(model, tableA)[1].astype(np.float64)).mean(1)),
-                                                   u[valF & ~held]]),
+                                             np.r_[uncertainty(tableA), u[valF & ~held]]),
          "auc_doped": roc_auc_score(frac, ug), "rho_abs_err": None if err is None else spearmanr(ug, err)[0],
          "loss_first": hist[0]["loss"], "loss": hist[-1]["loss"], "seconds": time.perf_counter() - t1}
     print(json.dumps(r), flush=True)
