@@ -1,0 +1,63 @@
+"""Held-out DFT check for choosing pretraining settings (issue 10: choose on held-out DFT data, not on
+the benchmark folds): the formulas that every pretraining stage holds out
+(:func:`skpolysrl.model_selection.held_out_formulas`, 10 %) have DFT values in the matbench tables;
+a probe (5-fold, seed 0, MLP head) on each model's *means* predicts them. The band gap benchmark is
+printed too, for the record only.
+
+    python benchmarks/heldout_dft.py --structures ../shared/data/mp2025_structures.jsonl.gz \\
+        --tables ../shared/data/matbench/mp_gap.csv ../shared/data/matbench/mp_e_form.csv --models a.pt b.pt
+"""
+
+import argparse
+import gzip
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+
+def main():
+    import torch
+
+    from skpolysrl import PolySRLFeaturizer
+    from skpolysrl._elements import known_atomic_numbers
+    from skpolysrl._formula import parse_formulas
+    from skpolysrl.datasets import load_dataset
+    from skpolysrl.evaluation import MLPHeadRegressor
+    from skpolysrl.model_selection import held_out_formulas, paper_kfold
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--structures", required=True, help="the pretraining corpus (JSON lines with a formula field)")
+    p.add_argument("--tables", nargs="+", required=True, help="per-formula DFT tables (formula, target)")
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    known = known_atomic_numbers()
+    opener = gzip.open if a.structures.endswith(".gz") else open
+    with opener(a.structures, "rt") as fh:
+        formulas = sorted({json.loads(line)["formula"] for line in fh if line.strip()})
+    held = np.asarray(formulas)[held_out_formulas(formulas, 0.1)]
+    by_key = {s.key: f for s, f in zip(parse_formulas(list(held), known), held)}
+    sets = {}
+    for path in a.tables:
+        table = pd.read_csv(path)
+        parsed = parse_formulas(table.formula.astype(str).tolist(), known, ignore_errors=True)
+        table["key"] = [None if s is None else s.key for s in parsed]
+        means = table[table.key.isin(by_key)].groupby("key").target.mean()
+        sets[f"held-out {os.path.basename(path)} ({len(means)} formulas)"] = (
+            [by_key[k] for k in means.index], means.to_numpy(float))
+    gap = load_dataset("band_gap")
+    sets["band gap benchmark (record only)"] = (gap.formula.tolist(), gap.target.to_numpy(float))
+    for model in a.models:
+        featurizer = PolySRLFeaturizer(pretrained=model, device="cpu")
+        for name, (rows, y) in sets.items():
+            X = featurizer.transform(rows)[:, :-1].astype(np.float64)  # the means only
+            maes = [np.mean(np.abs(MLPHeadRegressor(random_state=0).fit(X[tr], y[tr]).predict(X[te]) - y[te]))
+                    for tr, te in paper_kfold().split(X)]
+            print(f"{model} | {name} | {np.mean(maes):.4f} +/- {np.std(maes):.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
