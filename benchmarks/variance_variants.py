@@ -100,7 +100,9 @@ for v in json.loads(a.variants):
         from sklearn.ensemble import HistGradientBoostingRegressor
         hgb = HistGradientBoostingRegressor(max_iter=cfg.get("max_iter", 300), random_state=0)
         hgb.fit(encode(model, fit_table)[0], np.log(tg))
-        hist = [{"loss": float("nan")}]
+        hist = [{"loss": None}]
+        if v.get("save"):
+            raise SystemExit("a 'head': 'hgb' variant has no variance path to save")
 
         def uncertainty(table):
             return np.exp(hgb.predict(encode(model, table)[0]))
