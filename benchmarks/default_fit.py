@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 from _report import magpie_features, strict_json
+from uncertainty import out_of_fold
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,7 +36,6 @@ def main():
     from skpolysrl import PolySRLFeaturizer
     from skpolysrl.datasets import load_dataset, load_mp_structures
     from skpolysrl.evaluation import MLPHeadRegressor
-    from skpolysrl.model_selection import paper_kfold
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
@@ -61,11 +61,7 @@ def main():
              lambda: make_pipeline(SimpleImputer(), RandomForestRegressor(300, n_jobs=1, random_state=0))))
     results = {}
     for label, X, make in runs:
-        X = np.asarray(X, dtype=np.float64)
-        maes = []
-        for train, test in paper_kfold().split(X):
-            est = make().fit(X[train], y[train])
-            maes.append(float(np.mean(np.abs(est.predict(X[test]) - y[test]))))
+        maes = out_of_fold(np.asarray(X, dtype=np.float64), y, make)[1]
         results[label] = (float(np.mean(maes)), float(np.std(maes)))
     counts = data.formula.value_counts()
     u = f.transform(counts.index.tolist())[:, -1]

@@ -9,12 +9,11 @@ printed too, for the record only.
 """
 
 import argparse
-import gzip
-import json
 import os
 
 import numpy as np
-import pandas as pd
+from train_default_model import property_matrix
+from uncertainty import corpus_counts, out_of_fold
 
 
 def main():
@@ -25,7 +24,7 @@ def main():
     from skpolysrl._formula import parse_formulas
     from skpolysrl.datasets import load_dataset
     from skpolysrl.evaluation import MLPHeadRegressor
-    from skpolysrl.model_selection import held_out_formulas, paper_kfold
+    from skpolysrl.model_selection import held_out_formulas
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--structures", required=True, help="the pretraining corpus (JSON lines with a formula field)")
@@ -34,28 +33,23 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    known = known_atomic_numbers()
-    opener = gzip.open if a.structures.endswith(".gz") else open
-    with opener(a.structures, "rt") as fh:
-        formulas = sorted({json.loads(line)["formula"] for line in fh if line.strip()})
-    held = np.asarray(formulas)[held_out_formulas(formulas, 0.1)]
-    by_key = {s.key: f for s, f in zip(parse_formulas(list(held), known), held)}
+    formulas = corpus_counts(a.structures).index.to_numpy()
+    held = formulas[held_out_formulas(formulas, 0.1)]
+    # one row per stoichiometry, in stoichiometry order (the fold assignment depends on the row order)
+    keys = [s.key for s in parse_formulas(list(held), known_atomic_numbers())]
+    held = held[sorted(dict(zip(keys, range(len(held)))).values(), key=lambda i: keys[i])]
     sets = {}
     for path in a.tables:
-        table = pd.read_csv(path)
-        parsed = parse_formulas(table.formula.astype(str).tolist(), known, ignore_errors=True)
-        table["key"] = [None if s is None else s.key for s in parsed]
-        means = table[table.key.isin(by_key)].groupby("key").target.mean()
-        sets[f"held-out {os.path.basename(path)} ({len(means)} formulas)"] = (
-            [by_key[k] for k in means.index], means.to_numpy(float))
+        y = property_matrix(held, [path], exclude=set())[0][:, 0]
+        known = np.isfinite(y)
+        sets[f"held-out {os.path.basename(path)} ({int(known.sum())} formulas)"] = (list(held[known]), y[known])
     gap = load_dataset("band_gap")
     sets["band gap benchmark (record only)"] = (gap.formula.tolist(), gap.target.to_numpy(float))
     for model in a.models:
         featurizer = PolySRLFeaturizer(pretrained=model, device="cpu")
         for name, (rows, y) in sets.items():
             X = featurizer.transform(rows)[:, :-1].astype(np.float64)  # the means only
-            maes = [np.mean(np.abs(MLPHeadRegressor(random_state=0).fit(X[tr], y[tr]).predict(X[te]) - y[te]))
-                    for tr, te in paper_kfold().split(X)]
+            maes = out_of_fold(X, y, lambda: MLPHeadRegressor(random_state=0))[1]
             print(f"{model} | {name} | {np.mean(maes):.4f} +/- {np.std(maes):.4f}", flush=True)
 
 
