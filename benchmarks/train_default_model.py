@@ -93,6 +93,9 @@ def main():
     p.add_argument("--structure-targets", nargs="*", default=list(StagedRecipe.structure_targets),
                    help="structure descriptors the supervised stage also learns; none: the shipped model's means "
                         "(trained before these existed) used none, so pass the flag without names to reproduce them")
+    p.add_argument("--supervised-epochs", type=int, default=StagedRecipe.supervised_epochs)
+    p.add_argument("--realign-fresh", action="store_true",
+                   help="realign a fresh structure encoder (StagedRecipe.realign_fresh)")
     p.add_argument("--variance-epochs", type=int, default=StagedRecipe.variance_epochs)
     p.add_argument("--floor-quantile", type=float, default=StagedRecipe.floor_quantile)
     p.add_argument("--full-out", default=None,
@@ -120,6 +123,7 @@ def main():
 
     recipe = StagedRecipe(max_structure_rows=a.max_structure_rows, realign_passes=a.realign_passes,
                           n_alloys=a.n_alloys, stages=None if a.stages is None else tuple(a.stages),
+                          supervised_epochs=a.supervised_epochs, realign_fresh=a.realign_fresh,
                           variance_epochs=a.variance_epochs, floor_quantile=a.floor_quantile,
                           max_sites=a.max_sites, structure_targets=tuple(a.structure_targets))
     f = PolySRLFeaturizer(pretrained=None if a.init == "none" else a.init, recipe=recipe, random_state=a.seed,

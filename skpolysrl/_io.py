@@ -15,9 +15,10 @@ from .nn import ModelConfig, PolySRLModel
 __all__ = ["save_model", "load_model", "model_to_payload", "model_from_payload", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "skpolysrl-model"
+#: 3: ``config`` may hold ``log_sigma_max`` (the variance stage's bound on the uncertainty);
 #: 2: ``config`` holds every :class:`~skpolysrl.nn.ModelConfig` field (graph settings included);
 #: 1: the architecture only (the graph settings were the defaults, which ModelConfig fills in).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def model_to_payload(model, extra=None):

@@ -203,8 +203,10 @@ class StoichiometryEncoder(nn.Module):
     log sigma = Linear(Set2Set_sigma(h)) + s, with s the fraction-weighted sum.
     """
 
-    def __init__(self, element_table, hidden_dim=200, n_layers=3, set2set_steps=2, log_sigma_init=None):
+    def __init__(self, element_table, hidden_dim=200, n_layers=3, set2set_steps=2, log_sigma_init=None,
+                 log_sigma_max=None):
         super().__init__()
+        self.log_sigma_max = log_sigma_max
         element_table = torch.tensor(np.array(element_table, dtype=np.float32))
         self.register_buffer("element_table", element_table)
         in_dim = element_table.shape[1]
@@ -263,6 +265,8 @@ class StoichiometryEncoder(nn.Module):
         s = segment_sum(h, batch, num_graphs)
         mu = self.lin_mu(set2set(self.set2set_mu, h, batch, num_graphs)) + s
         log_sigma = self.lin_sigma(set2set(self.set2set_sigma, h, batch, num_graphs)) + s
+        if self.log_sigma_max is not None:
+            log_sigma = log_sigma.clamp(max=self.log_sigma_max)
         return F.normalize(mu, dim=-1), log_sigma
 
 
@@ -273,9 +277,13 @@ _GRAPH_DEFAULTS = GraphSettings()
 class ModelConfig:
     """Everything that defines a :class:`PolySRLModel` besides its weights, written into model files.
 
-    The architecture, the initial match scale/shift and log-sigma bias, and the
-    graph settings (:class:`~skpolysrl.graphs.GraphSettings`) the structure
-    encoder was trained with, so a saved model builds its graphs as in training.
+    The architecture, the initial match scale/shift and log-sigma bias, the
+    bound on log sigma that the variance stage sets (``log_sigma_max``: half the
+    log of the largest polymorph spread it fitted, so that no formula, however far
+    from the training formulas, is given a wider Gaussian than the widest polymorph
+    family seen; None = unbounded), and the graph settings
+    (:class:`~skpolysrl.graphs.GraphSettings`) the structure encoder was trained
+    with, so a saved model builds its graphs as in training.
     ``config["hidden_dim"]`` (dict-style reading) works as for the plain dicts
     of format-1 model files, which load with the graph defaults.
     """
@@ -288,6 +296,7 @@ class ModelConfig:
     c_init: float = 20.0
     d_init: float = 20.0
     log_sigma_init: Optional[float] = None
+    log_sigma_max: Optional[float] = None
     cutoff: float = _GRAPH_DEFAULTS.cutoff
     max_neighbors: int = _GRAPH_DEFAULTS.max_neighbors
     gaussian_start: float = _GRAPH_DEFAULTS.gaussian_start
@@ -336,11 +345,18 @@ class PolySRLModel(nn.Module):
             raise TypeError("pass either config= or ModelConfig keyword arguments, not both")
         cfg = self.config = config if config is not None else ModelConfig(**settings)
         self.stoichiometry = StoichiometryEncoder(element_table, cfg.hidden_dim, cfg.stoichiometry_layers,
-                                                  cfg.set2set_steps, cfg.log_sigma_init)
+                                                  cfg.set2set_steps, cfg.log_sigma_init, cfg.log_sigma_max)
         self.structure = (StructureEncoder(cfg.hidden_dim, cfg.structure_layers, cfg.n_gaussians)
                           if with_structure_encoder else None)
         self.c = nn.Parameter(torch.tensor(float(cfg.c_init)))
         self.d = nn.Parameter(torch.tensor(float(cfg.d_init)))
+
+    def bound_log_sigma(self, value):
+        """Set (or with None, lift) the upper bound on every log sigma, in the config and the encoder."""
+        value = None if value is None else float(value)
+        self.config = dataclasses.replace(self.config, log_sigma_max=value)
+        self.stoichiometry.log_sigma_max = value
+        return self
 
     def add_structure_encoder(self):
         """Give a stoichiometry-only model (e.g. shipped weights) a fresh structure encoder."""

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ._formula import Stoichiometry, StoichiometryTable
-from ._runtime import atomic_write
+from ._runtime import atomic_write, seeded
 from .exceptions import GraphCacheError
 from .engine import EpochLog, HeldOutMonitor, KeepBest, ProgressBar, Trainer
 from .graphs import STRUCTURE_DESCRIPTORS, gaussian_expansion
@@ -91,6 +91,11 @@ class StagedRecipe:
         probe from 0.429 / 0.432 (untrained, seeds 0 / 1) to 0.411 / 0.422.
     realign_passes : int, default=30000
         Structure rows seen in the realign stage (at least one epoch).
+    realign_fresh : bool, default=False
+        Realign a freshly initialised structure encoder (seeded) instead of
+        continuing the align stage's, so that the structure embeddings the
+        variance stage measures spreads in are learned against the final means
+        only.
     variance_epochs, variance_lr : int, float
         The variance stage (30 epochs, 3e-2: the variance readout's features
         vary little between formulas, so its weights must grow far).
@@ -135,6 +140,7 @@ class StagedRecipe:
     supervised_lr: float = 3e-4
     structure_targets: tuple = ("log_volume_per_atom", "log_density")
     realign_passes: int = 30000
+    realign_fresh: bool = False
     variance_epochs: int = 30
     variance_lr: float = 3e-2
     floor_quantile: float = 0.0002
@@ -354,6 +360,7 @@ def fit_variances(model, table, targets, *, epochs, lr, batch_size=256, seed=0, 
     likelihood gave ROC AUC 0.64 vs 0.69 for log space in our prototype).
     """
     variance_path = [p for name, p in model.stoichiometry.named_parameters() if "sigma" in name]
+    model.bound_log_sigma(None)  # a bound from an earlier variance fit would hide the start below
     objective = _VarianceObjective(model.stoichiometry, table, np.log(targets), device)
     # start on the targets' scale: shift the readout's bias by the gap between the mean log variance and the
     # mean log target (a random model starts near sigma = 1, e^10 times the targets: hundreds of steps to close)
@@ -364,7 +371,11 @@ def fit_variances(model, table, targets, *, epochs, lr, batch_size=256, seed=0, 
                       seed=seed, device=device, callbacks=callbacks, checkpoint=checkpoint,
                       run_key={"data": [table.sizes, table.atomic_numbers, table.fractions, np.asarray(targets)],
                                "stage": "variance", "model": model.config})
-    return trainer.fit(objective)
+    history = trainer.fit(objective)
+    # the variance path extrapolates on formulas unlike the fitted ones (pure elements reached 500x the
+    # widest spread): no Gaussian gets wider than the widest polymorph family it was fitted to
+    model.bound_log_sigma(0.5 * float(np.log(np.max(targets))))
+    return history
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -552,7 +563,12 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
         rows = sample
         epochs = _epochs(recipe.realign_passes, len(rows), 1, 20)
         if log:
-            log(f"stage realign: {len(rows)} structures, {epochs} epochs (means frozen)")
+            log(f"stage realign: {len(rows)} structures, {epochs} epochs (means frozen"
+                f"{', fresh structure encoder' if recipe.realign_fresh else ''})")
+        if recipe.realign_fresh:
+            with seeded(seed):
+                model.structure = None
+                model.add_structure_encoder()
         run_infomax(rows, epochs, recipe.warmup_lr, epochs, "realign")
     if "variance" in stages:
         record("variance", _variance_stage(model, formula_ids, plan, graphs_for, recipe, seed, device, log,

@@ -32,6 +32,33 @@ def test_gaussian_count_must_match_the_centres():
         ModelConfig(gaussian_stop=5.0)
 
 
+def test_log_sigma_bound_clamps_the_encoder_and_travels_in_the_file(tmp_path):
+    from skpolysrl._elements import known_atomic_numbers
+    from skpolysrl._formula import StoichiometryTable, parse_formulas
+    from skpolysrl.training import encode
+
+    model = _small(log_sigma_init=2.0)  # wide Gaussians: above the bound below
+    table = StoichiometryTable(parse_formulas(["NaCl", "F", "Fe2O3"], known_atomic_numbers()))
+
+    def log_sigma(m):
+        return torch.as_tensor(encode(m, table)[1])
+
+    free = log_sigma(model)
+    model.bound_log_sigma(-3.0)
+    bounded = log_sigma(model)
+    assert model.config.log_sigma_max == -3.0 and float(free.max()) > -3.0
+    assert torch.equal(bounded, free.clamp(max=-3.0))
+    save_model(model, tmp_path / "m.pt")
+    loaded, _ = load_model(tmp_path / "m.pt")
+    assert loaded.config.log_sigma_max == -3.0 and torch.equal(log_sigma(loaded), bounded)
+    # a format-2 file (no bound in its config) loads unbounded
+    payload = model_to_payload(model.bound_log_sigma(None))
+    payload["config"].pop("log_sigma_max")
+    torch.save({**payload, "format_version": 2}, tmp_path / "v2.pt")
+    old, _ = load_model(tmp_path / "v2.pt")
+    assert old.config.log_sigma_max is None and torch.equal(log_sigma(old), free)
+
+
 def test_format_1_file_with_a_plain_dict_config_loads_with_the_graph_defaults(tmp_path):
     model = _small()
     payload = model_to_payload(model)

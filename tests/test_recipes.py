@@ -108,6 +108,22 @@ def test_uncertainty_ranks_polymorphic_formulas_higher(staged, polymorph_corpus)
     assert roc_auc_score(counts.to_numpy() > 1, u) > 0.7
 
 
+def test_variance_stage_bounds_the_uncertainty_by_the_widest_spread_it_fitted(staged, polymorph_corpus, tmp_path):
+    bound = staged.model_.config.log_sigma_max
+    assert bound is not None and np.isfinite(bound)
+    ceiling = np.exp(2 * bound)
+    # the fitted formulas mostly sit below the bound; far-away formulas (pure elements, odd mixes) cannot pass it
+    u_train = staged.transform(polymorph_corpus.formula.unique().tolist())[:, -1]
+    assert np.mean(u_train >= ceiling * (1 - 1e-5)) < 0.5
+    odd = ["F", "O", "Hg", "Rn", "Au", "Xe0.1Li0.9", "H99C", "Pu3Ra5"]
+    assert np.all(staged.transform(odd)[:, -1] <= ceiling * (1 + 1e-5))
+    # a saved model keeps its bound
+    staged.save(tmp_path / "bounded.pt")
+    loaded = PolySRLFeaturizer(pretrained=str(tmp_path / "bounded.pt"), verbose=False, device="cpu")
+    assert loaded.model_.config.log_sigma_max == bound
+    np.testing.assert_allclose(loaded.transform(odd), staged.transform(odd), rtol=1e-5, atol=1e-7)
+
+
 def test_supervised_stage_from_property_columns(polymorph_corpus):
     df = polymorph_corpus.head(120).copy()
     rng = np.random.default_rng(0)
