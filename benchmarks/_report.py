@@ -3,6 +3,14 @@
 import numpy as np
 
 
+def command_line(prefix="python"):
+    """This process's command line as one shell-quoted string (labels with spaces stay one argument)."""
+    import shlex
+    import sys
+
+    return shlex.join([prefix, *sys.argv])
+
+
 def strict_json(value):
     """``value`` with every non-finite float (a statistic an epoch lacks, NaN) as None: strict JSON."""
     if isinstance(value, dict):

@@ -14,12 +14,11 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 import warnings
 
 import numpy as np
-from _report import magpie_features, strict_json
+from _report import command_line, magpie_features, strict_json
 from uncertainty import out_of_fold
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,7 +72,7 @@ def main():
     lines = [
         "# fit() with its defaults on the bundled corpus" + ("" if a.limit is None else f" (first {a.limit} structures)"),
         "",
-        f"Command: `python {' '.join(sys.argv)}`  ",
+        f"Command: `{command_line()}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {a.threads} torch thread(s); fit took "
         f"{fit_seconds / 60:.1f} min for {len(data)} structures ({data.formula.nunique()} formulas).",
         "",

@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 
-from _report import write_report
+from _report import command_line, write_report
 
 warnings.filterwarnings("ignore", category=UserWarning)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -103,7 +103,7 @@ def main():
     lines = [
         "# Prediction intervals: coverage on held-out folds",
         "",
-        f"Command: `OMP_NUM_THREADS=1 python {' '.join(sys.argv)}`  ",
+        f"Command: `OMP_NUM_THREADS=1 {command_line()}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), Python "
         f"{platform.python_version()}; {elapsed:.0f} s in all.  ",
         f"Model: `PolySRLRegressor(n_estimators={a.n_estimators})` (probe protocol, shipped encoder), fitted on "

@@ -30,12 +30,11 @@ so that benchmarks/uncertainty.py can report held-out figures.
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 import pandas as pd
-from _report import strict_json
+from _report import command_line, strict_json
 
 
 def property_matrix(formulas, paths, exclude):
@@ -131,7 +130,7 @@ def main():
                           embedding_cache=a.embedding_cache, verbose=True)
     f.fit(data, y)
     seconds = time.perf_counter() - t0
-    command = "python " + " ".join(sys.argv)
+    command = command_line()
     f.save(a.out, include_structure_encoder=False, extra={"recipe": command})
     if a.full_out:
         f.save(a.full_out, extra={"recipe": command})

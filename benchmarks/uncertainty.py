@@ -22,13 +22,12 @@ import gzip
 import json
 import os
 import platform
-import sys
 import time
 import warnings
 
 import numpy as np
 import pandas as pd
-from _report import magpie_features
+from _report import command_line, magpie_features
 
 warnings.filterwarnings("ignore", category=UserWarning)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -136,7 +135,7 @@ def main():
     lines = [
         "# Uncertainty and probe, one run",
         "",
-        f"Command: `python {' '.join(sys.argv)}`  ",
+        f"Command: `{command_line()}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}; "
         f"{time.perf_counter() - t0:.0f} s.  ",
         f"Corpus: {len(formulas)} distinct formulas ({int((n > 1).sum())} with 2+ structures); "

@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from _report import write_report
+from _report import command_line, write_report
 from uncertainty import magpie_features  # one definition of the Magpie baseline's features
 
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -108,7 +108,7 @@ def main():
     lines = [
         "# Zero-inflated regression on matbench_expt_gap",
         "",
-        f"Command: `python {' '.join(sys.argv)}`  ",
+        f"Command: `{command_line()}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), Python "
         f"{platform.python_version()}; {elapsed:.0f} s in all.  ",
         f"Data: {len(y)} formulas, {np.mean(y == 0):.1%} with a gap of exactly 0 eV. Folds: matbench's "
