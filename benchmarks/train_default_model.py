@@ -21,7 +21,9 @@ Data sources (all public, offline here; see ../shared/data/README.md):
   evaluation sets (the Band Gap set and matbench expt_gap, bundled) are removed.
 - ``--init``: starting weights (the previous shipped model, sha256 3b7160b6e381, is
   ``git show 6915334:skpolysrl/weights/polysrl_default.pt``); ``none`` trains from random weights
-  (adds the align stage: 57 min in all on 2 CPU cores, benchmarks/results/default_model_v5_scratch.md).
+  (adds the align stage: 57 min in all on 2 shared CPU cores, benchmarks/results/default_model_v5_scratch.md;
+  with ``--realign-fresh --supervised-epochs 40`` 40.9 min on 2 idle cores, and the 20-epoch twin that
+  held-out DFT data prefers, benchmarks/results/default_model_v6.md; neither replaced the shipped model).
 
 Held out of every stage: the formulas :func:`skpolysrl.model_selection.held_out_formulas` picks (10 %),
 so that benchmarks/uncertainty.py can report held-out figures.
