@@ -30,8 +30,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from _report import command_line, write_report
-from uncertainty import magpie_features  # one definition of the Magpie baseline's features
+from _report import command_line, magpie_features, write_report
 
 warnings.filterwarnings("ignore", category=UserWarning)
 HERE = os.path.dirname(os.path.abspath(__file__))
