@@ -140,13 +140,80 @@ def metal_probability(name, formulas, mp_csv, cache_dir):
     return p
 
 
-def feature_matrix(name, formulas, blocks, cache_dir, mp_csv=None):
+HULL_LABELS = ("hull formation energy at the composition", "deepest formation energy in the system",
+               "hull energy / deepest", "stable compounds in the system", "MP compounds in the system",
+               "phases in the decomposition", "distance to the nearest stable compound",
+               "distance to the nearest MP compound", "energy above hull of the composition itself (or NaN)")
+
+
+def hull_block(formulas, e_form_csv):
+    """Convex-hull descriptors of each composition in its chemical system, from MP DFT formation energies.
+
+    Glass formers sit where crystalline competitors are many, close in composition and deep (the
+    "confusion" picture), which element statistics cannot see: they need the system's phase diagram.
+    Compositions are compared by L1 distance of their atomic fractions.
+    """
+    from collections import defaultdict
+    from itertools import combinations
+
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.core import Composition, Element
+
+    mp = pd.read_csv(e_form_csv)
+    by_system = defaultdict(list)
+    for formula, e_form in zip(mp.formula, mp.target):
+        comp = Composition(formula)
+        if len(comp.elements) > 1:
+            by_system[frozenset(comp.chemical_system.split("-"))].append(PDEntry(comp, e_form * comp.num_atoms))
+    diagrams = {}
+
+    def diagram(system):
+        if system not in diagrams:
+            entries = [PDEntry(Composition(el), 0.0) for el in system]
+            for k in range(2, len(system) + 1):
+                for sub in combinations(sorted(system), k):
+                    entries.extend(by_system.get(frozenset(sub), []))
+            diagrams[system] = PhaseDiagram(entries, elements=[Element(el) for el in sorted(system)])
+        return diagrams[system]
+
+    def distance(a, b, elements):
+        return sum(abs(a.get_atomic_fraction(el) - b.get_atomic_fraction(el)) for el in elements)
+
+    rows = []
+    for formula in formulas:
+        comp = Composition(formula)
+        system = frozenset(comp.chemical_system.split("-"))
+        pd_ = diagram(system)
+        compounds = [e for e in pd_.all_entries if len(e.composition.elements) > 1]
+        stable = [e for e in pd_.stable_entries if len(e.composition.elements) > 1]
+        e_hull = pd_.get_hull_energy_per_atom(comp) if len(system) > 1 else 0.0
+        deepest = min([pd_.get_form_energy_per_atom(e) for e in compounds], default=0.0)
+        decomposition = pd_.get_decomposition(comp) if len(system) > 1 else {None: 1.0}
+        own = [pd_.get_e_above_hull(e) for e in compounds if e.composition.reduced_composition == comp.reduced_composition]
+        rows.append([e_hull, deepest, e_hull / deepest if deepest < 0 else 0.0, len(stable), len(compounds),
+                     len(decomposition),
+                     min([distance(comp, e.composition, pd_.elements) for e in stable], default=2.0),
+                     min([distance(comp, e.composition, pd_.elements) for e in compounds], default=2.0),
+                     min(own) if own else np.nan])
+    return np.asarray(rows, dtype=float)
+
+
+def feature_matrix(name, formulas, blocks, cache_dir, mp_csv=None, e_form_csv=None):
     parts = []
     for block in blocks:
         if block == "metalprob":
             if mp_csv is None:
                 raise SystemExit("the metalprob block needs --mp-is-metal PATH (matbench mp_is_metal.csv)")
             parts.append(metal_probability(name, formulas, mp_csv, cache_dir))
+        elif block == "hull":
+            if e_form_csv is None:
+                raise SystemExit("the hull block needs --mp-e-form PATH (matbench mp_e_form.csv)")
+            path = Path(cache_dir) / f"{name}_hull.npy"
+            if not path.exists():
+                t = time.time()
+                np.save(path, hull_block(formulas, e_form_csv))
+                print(f"  featurized {name}/hull in {time.time() - t:.1f} s", flush=True)
+            parts.append(np.load(path))
         else:
             parts.append(cached_block(name, formulas, block, cache_dir))
     return np.hstack(parts)
@@ -391,6 +458,17 @@ CANDIDATES = {
         "mlp_magpie_fractions": (["magpie", "fractions"], lambda: mlp_clf()),
         "avg_mlp5_magpie_fractions": (["magpie", "fractions"],
                                       lambda: AverageClassifier([mlp_clf(seed) for seed in range(5)])),
+        # fifth round (session 8): the system's convex hull from MP formation energies (--mp-e-form)
+        "rf_magpie_fractions_hull_mf01": (["magpie", "fractions", "hull"], lambda: rf_clf(max_features=0.1)),
+        "rf_magpie_fractions_hull": (["magpie", "fractions", "hull"], lambda: rf_clf()),
+        "hgb_magpie_fractions_hull": (["magpie", "fractions", "hull"], lambda: hgb_clf()),
+        "et_magpie_fractions_hull": (["magpie", "fractions", "hull"], lambda: et_clf()),
+        "rf_magpie_fractions_hull_balanced": (["magpie", "fractions", "hull"],
+                                              lambda: rf_clf(max_features=0.1, class_weight="balanced_subsample")),
+        "hgb_leaf5_magpie_fractions_hull": (["magpie", "fractions", "hull"],
+                                            lambda: hgb_clf(min_samples_leaf=5, max_iter=600, learning_rate=0.05)),
+        "avg_rf_hgb_magpie_fractions_hull": (["magpie", "fractions", "hull"],
+                                             lambda: AverageClassifier([rf_clf(max_features=0.1), hgb_clf()])),
     },
     "is_metal": {
         "rf_magpie": (["magpie"], lambda: rf_clf()),
@@ -487,7 +565,7 @@ def select(task, names, args):
     log_path = Path(f"{args.out}_selection.jsonl")
     for name in names:
         blocks, factory = CANDIDATES[task][name]
-        X = feature_matrix(dataset, formulas, blocks, args.cache, args.mp_is_metal)[train]
+        X = feature_matrix(dataset, formulas, blocks, args.cache, args.mp_is_metal, args.mp_e_form)[train]
         t = time.time()
         folds_scores = [score(kind, factory(), X[a], y[train][a], X[b], y[train][b]) for a, b in inner]
         scores = {m: [f[m] for f in folds_scores] for m in folds_scores[0]}
@@ -518,7 +596,7 @@ def evaluate(task, chosen, args):
     for candidate, primary in runs.items():
         blocks, factory = CANDIDATES[task][candidate]
         t = time.time()
-        X = feature_matrix(dataset, formulas, blocks, args.cache, args.mp_is_metal)
+        X = feature_matrix(dataset, formulas, blocks, args.cache, args.mp_is_metal, args.mp_e_form)
         featurize_s = time.time() - t
         per_fold, fit_s = [], []
         for k, (a, b) in enumerate(folds(kind, y)):
@@ -670,6 +748,7 @@ def main(argv=None):
     parser.add_argument("--candidates", nargs="+", help="with --select: only these candidate names")
     parser.add_argument("--inner-splits", type=int, default=5, help="with --select: inner CV folds")
     parser.add_argument("--mp-is-metal", default=None, help="matbench mp_is_metal.csv (formula,target)")
+    parser.add_argument("--mp-e-form", default=None, help="matbench mp_e_form.csv (formula,target), for the hull block")
     parser.add_argument("--cache", default="/tmp/models_cache")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "matbench_models"))
     args = parser.parse_args(argv)
