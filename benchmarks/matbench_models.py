@@ -19,7 +19,8 @@ classifier's probabilities are turned into bools, at 0.5 or at the training posi
 
 Feature blocks are per-formula and fitted on nothing from the task (the PolySRL model is the
 shipped one; the metal-probability column is a classifier trained on the DFT metallicity of
-68,138 MP formulas, ``--mp-is-metal``, an external data set), so computing them once per data
+68,138 MP formulas, ``--mp-is-metal``, an external data set; the ``hull`` block places each
+composition in its system's phase diagram from MP formation energies, ``--mp-e-form``), so computing them once per data
 set and indexing rows is the same as featurizing inside each fold. They are cached as
 ``<cache>/<dataset>_<block>.npy``.
 
