@@ -79,10 +79,10 @@ _REGISTRY = {
     "default": ModelEntry(
         name="default",
         filename="polysrl_default.pt",
-        sha256="7aafa8c7300ff6b3f4fd90f2f173c7713b20bf461367ead6e03f870c95a433ea",
-        size=5711156,
+        sha256="305a88c39297ff4f8f798effaa4f904c1056413d0e011a0ec4b3ca52ab1ad846",
+        size=5711540,
         model_card="skpolysrl/weights/MODEL_CARD.md",
-        description="stoichiometry encoder pretrained on Materials Project structures and DFT properties, variances fitted to the polymorphs of 95,231 formulas, cells of any size (shipped, v4)",
+        description="stoichiometry encoder pretrained on Materials Project structures and DFT properties, variances fitted to the polymorphs of 95,231 formulas, cells of any size, uncertainty bounded (shipped, v4b)",
     ),
 }
 _RESOLVED = {}  # (name, cache directory) -> path already fetched and checked in this process

@@ -44,6 +44,8 @@ def pyg_forward(enc, z, w, edge_index, batch, n, layers=None):
     s = segment_sum(h, batch, n)
     mu = enc.lin_mu(set2set_mu(h, batch, dim_size=n)) + s
     log_sigma = enc.lin_sigma(set2set_sigma(h, batch, dim_size=n)) + s
+    if enc.log_sigma_max is not None:  # the bound the variance stage sets (the shipped model has one)
+        log_sigma = log_sigma.clamp(max=enc.log_sigma_max)
     return F.normalize(mu, dim=-1), log_sigma
 
 
