@@ -184,17 +184,17 @@ def hull_block(formulas, e_form_csv):
     for formula in formulas:
         comp = Composition(formula)
         system = frozenset(comp.chemical_system.split("-"))
-        pd_ = diagram(system)
-        compounds = [e for e in pd_.all_entries if len(e.composition.elements) > 1]
-        stable = [e for e in pd_.stable_entries if len(e.composition.elements) > 1]
-        e_hull = pd_.get_hull_energy_per_atom(comp) if len(system) > 1 else 0.0
-        deepest = min([pd_.get_form_energy_per_atom(e) for e in compounds], default=0.0)
-        decomposition = pd_.get_decomposition(comp) if len(system) > 1 else {None: 1.0}
-        own = [pd_.get_e_above_hull(e) for e in compounds if e.composition.reduced_composition == comp.reduced_composition]
+        phases = diagram(system)
+        compounds = [e for e in phases.all_entries if len(e.composition.elements) > 1]
+        stable = [e for e in phases.stable_entries if len(e.composition.elements) > 1]
+        e_hull = phases.get_hull_energy_per_atom(comp) if len(system) > 1 else 0.0
+        deepest = min([phases.get_form_energy_per_atom(e) for e in compounds], default=0.0)
+        decomposition = phases.get_decomposition(comp) if len(system) > 1 else {None: 1.0}
+        own = [phases.get_e_above_hull(e) for e in compounds if e.composition.reduced_composition == comp.reduced_composition]
         rows.append([e_hull, deepest, e_hull / deepest if deepest < 0 else 0.0, len(stable), len(compounds),
                      len(decomposition),
-                     min([distance(comp, e.composition, pd_.elements) for e in stable], default=2.0),
-                     min([distance(comp, e.composition, pd_.elements) for e in compounds], default=2.0),
+                     min([distance(comp, e.composition, phases.elements) for e in stable], default=2.0),
+                     min([distance(comp, e.composition, phases.elements) for e in compounds], default=2.0),
                      min(own) if own else np.nan])
     return np.asarray(rows, dtype=float)
 
