@@ -27,7 +27,7 @@ and not around the formula mean: the offset between a mean and its structures'
 centroid is the alignment error of the structure encoder, of the same size for
 every formula (squared distance ~1.4 for unit vectors here), and it drowned the
 polymorph signal (polymorphic vs single-structure ROC AUC 0.46 of that target,
-0.94 of the spread; benchmarks/results/uncertainty.md).
+0.94 of the spread, measured in the prototype; docs/method.md, "Departures from the paper").
 """
 
 import dataclasses
