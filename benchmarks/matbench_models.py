@@ -101,14 +101,15 @@ def compute_block(formulas, block):
     return np.hstack(columns)
 
 
-def cached_block(name, formulas, block, cache_dir):
+def cached_block(name, formulas, block, cache_dir, compute=None):
+    """``compute(formulas)`` (default: :func:`compute_block` of ``block``), cached as ``<cache>/<name>_<block>.npy``."""
     path = Path(cache_dir) / f"{name}_{block}.npy"
     if path.exists():
         X = np.load(path)
         if len(X) == len(formulas):
             return X
     t = time.time()
-    X = compute_block(formulas, block)
+    X = compute(formulas) if compute is not None else compute_block(formulas, block)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, X)
     print(f"  featurized {name}/{block}: {X.shape} in {time.time() - t:.1f} s", flush=True)
@@ -209,12 +210,7 @@ def feature_matrix(name, formulas, blocks, cache_dir, mp_csv=None, e_form_csv=No
         elif block == "hull":
             if e_form_csv is None:
                 raise SystemExit("the hull block needs --mp-e-form PATH (matbench mp_e_form.csv)")
-            path = Path(cache_dir) / f"{name}_hull.npy"
-            if not path.exists():
-                t = time.time()
-                np.save(path, hull_block(formulas, e_form_csv))
-                print(f"  featurized {name}/hull in {time.time() - t:.1f} s", flush=True)
-            parts.append(np.load(path))
+            parts.append(cached_block(name, formulas, "hull", cache_dir, lambda f: hull_block(f, e_form_csv)))
         else:
             parts.append(cached_block(name, formulas, block, cache_dir))
     return np.hstack(parts)
