@@ -8,12 +8,15 @@ from .featurizer import PolySRLFeaturizer
 from .classifier import PolySRLClassifier
 from .regressor import PolySRLRegressor
 from .zero_inflated import ZeroInflatedRegressor
+from .composition import CompositionClassifier, CompositionRegressor
 
 __all__ = [
     "PolySRLFeaturizer",
     "PolySRLRegressor",
     "PolySRLClassifier",
     "ZeroInflatedRegressor",
+    "CompositionRegressor",
+    "CompositionClassifier",
     "SkPolySRLError",
     "FormulaError",
     "UnknownElementError",

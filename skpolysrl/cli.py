@@ -227,6 +227,7 @@ examples:
   skpolysrl evaluate --dataset matbench_glass --protocol finetune --json glass.json
   skpolysrl evaluate --data my.csv --formula-col formula --target-col y --protocol finetune
   skpolysrl evaluate --data metals.csv --target-col is_metal --task-type classification
+  skpolysrl evaluate --data my.csv --target-col y --estimator composition
 """
 
 
@@ -239,6 +240,15 @@ def _build_estimator(args, task_type):
         return kind(pretrained=_model_source(args.model, args.trust_pickle), finetune=args.protocol == "finetune",
                     epochs=args.epochs, device=args.device, random_state=0, verbose=not args.quiet)
 
+    if args.estimator == "composition":
+        from .composition import CompositionClassifier, CompositionRegressor
+
+        if args.model == "none":
+            raise ValueError("--estimator composition takes PolySRL features from a trained model; drop --model none "
+                             "(or give a model file)")
+        kind = CompositionClassifier if task_type == "classification" else CompositionRegressor
+        return kind(model=_model_source(args.model, args.trust_pickle), device=args.device, random_state=0,
+                    verbose=not args.quiet)
     if args.estimator == "zero-inflated":
         from .zero_inflated import ZeroInflatedRegressor
 
@@ -442,10 +452,12 @@ def build_parser():
     ev.add_argument("--temperature-window", type=float, nargs=2, metavar=("LO", "HI"),
                     help="keep rows measured in [LO, HI] K, e.g. 295 305 (ESTM 300 K) or 593 608 (600 K)")
     ev.add_argument("--protocol", default="probe", choices=["probe", "finetune"])
-    ev.add_argument("--estimator", default="polysrl", choices=["polysrl", "zero-inflated"],
+    ev.add_argument("--estimator", default="polysrl", choices=["polysrl", "zero-inflated", "composition"],
                     help="polysrl: PolySRLRegressor / PolySRLClassifier; zero-inflated: P(y > 0) from a "
                          "PolySRLClassifier times a PolySRLRegressor fitted on y > 0 (targets with many zeros, "
-                         "e.g. matbench_expt_gap's metals)")
+                         "e.g. matbench_expt_gap's metals); composition: CompositionRegressor / "
+                         "CompositionClassifier, tree ensembles on matminer + PolySRL features, the best chosen "
+                         "inside each training fold (--protocol and --epochs do not apply)")
     ev.add_argument("--folds", type=int, default=5)
     ev.add_argument("--seed", type=int, help="split seed (default 0; 18012019 for matbench datasets)")
     ev.add_argument("--epochs", type=int, help="training epochs (default 300 probe / 500 finetune)")
@@ -490,6 +502,8 @@ estimators (--estimator, --baseline; the names in skpolysrl.matbench.ESTIMATORS)
   probe        PolySRLRegressor / PolySRLClassifier, frozen encoder (finetune=False)
   rf-magpie    matminer Magpie features + 500-tree random forest (matbench's RF/Magpie baseline)
   polysrl-rf   PolySRL features + the same random forest
+  tuned        one scikit-learn model per task on matminer + PolySRL features, chosen on fold 0's training part
+  composition  CompositionRegressor / CompositionClassifier: the model chosen inside every training fold
 
 Folds: KFold (regression) or StratifiedKFold (classification), 5 folds, shuffle=True,
 random_state=18012019, on the rows in matbench's order: matbench's own. Each finished fold is

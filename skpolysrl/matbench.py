@@ -26,10 +26,10 @@ import re
 import time
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, TransformerMixin
-from sklearn.utils._param_validation import HasMethods
+from sklearn.base import BaseEstimator
 
 from ._runtime import atomic_write_text
+from .composition import BOOSTING, FEATURE_SETS, CompositionFeatures, MagpieFeatures, PriorCorrectedClassifier
 from .exceptions import SkPolySRLError
 
 __all__ = ["TASKS", "ESTIMATORS", "official_folds", "matbench_ids", "load_task", "score_fold", "probability_auc",
@@ -148,207 +148,6 @@ def probability_auc(y_true, probability):
 
 
 # ------------------------------------------------------------------ estimators
-#: Feature set names of :class:`CompositionFeatures`.
-FEATURE_SETS = ("magpie", "fractions", "extras", "polysrl")
-
-
-def _matminer_featurizers(name):
-    """The matminer featurizers of a feature set, as ``benchmarks/matbench_models.py`` builds them."""
-    from matminer.featurizers import composition as c
-
-    return {"magpie": lambda: [c.ElementProperty.from_preset("magpie", impute_nan=True)],  # 132 columns
-            "fractions": lambda: [c.ElementFraction()],
-            "extras": lambda: [c.Stoichiometry(), c.ValenceOrbital(impute_nan=True),
-                               c.IonProperty(fast=True, impute_nan=True), c.BandCenter(impute_nan=True)]}[name]()
-
-
-class CompositionFeatures(TransformerMixin, BaseEstimator):
-    """Formulas -> composition feature sets side by side, a stateless transformer.
-
-    Features depend on the formula alone, so each set is computed once per
-    formula (and PolySRL model) and process (``_cache``) and reused across folds,
-    tasks and estimators.
-
-    Parameters
-    ----------
-    features : tuple of str, default=("magpie",)
-        Names from :data:`FEATURE_SETS`, in column order: ``"magpie"`` (matminer's
-        ``ElementProperty`` Magpie preset), ``"fractions"`` (``ElementFraction``),
-        ``"extras"`` (``Stoichiometry``, ``ValenceOrbital``, ``IonProperty(fast=True)``,
-        ``BandCenter``) and ``"polysrl"`` (:class:`~skpolysrl.PolySRLFeaturizer`'s
-        mean and uncertainty).
-    model : "default", None or path, default="default"
-        PolySRL weights for ``"polysrl"`` (``None`` means ``"default"``).
-    device : str, default="auto"
-        Device of the PolySRL model.
-    """
-
-    _parameter_constraints = {"features": ["array-like"], "model": [str, os.PathLike, None], "device": [str]}
-    _cache = {}
-
-    def __init__(self, features=("magpie",), model="default", device="auto"):
-        self.features = features
-        self.model = model
-        self.device = device
-
-    def fit(self, X, y=None):
-        """Check the feature set names; nothing is learned.
-
-        Parameters
-        ----------
-        X : list of str
-            Formulas.
-        y : ignored
-
-        Returns
-        -------
-        self : CompositionFeatures
-        """
-        self._validate_params()
-        unknown = [f for f in self.features if f not in FEATURE_SETS]
-        if unknown or not len(self.features):
-            raise ValueError(f"features={self.features!r}: choose one or more of {', '.join(FEATURE_SETS)}")
-        return self
-
-    def transform(self, X):
-        """Features of the formulas ``X``.
-
-        Parameters
-        ----------
-        X : list of str
-            Formulas.
-
-        Returns
-        -------
-        ndarray of shape (n_formulas, n_columns)
-            Float64; rows a matminer featurizer fails on are NaN in its columns.
-        """
-        self.fit(X)
-        return np.hstack([self._block(name, X) for name in self.features])
-
-    def _block(self, name, X):
-        model = "default" if self.model is None else os.fspath(self.model)
-        cache = self._cache.setdefault((name, model) if name == "polysrl" else name, {})
-        missing = [f for f in dict.fromkeys(X) if f not in cache]
-        if missing:
-            cache.update(zip(missing, self._compute(name, missing, model)))
-        return np.vstack([cache[f] for f in X])
-
-    def _compute(self, name, formulas, model):
-        if name == "polysrl":
-            from .featurizer import PolySRLFeaturizer
-
-            featurizer = PolySRLFeaturizer(pretrained=model, device=self.device, verbose=False, random_state=0)
-            return np.asarray(featurizer.transform(list(formulas)), dtype=np.float64)
-        from pymatgen.core import Composition
-
-        compositions = [Composition(f) for f in formulas]
-        columns = []
-        for featurizer in _matminer_featurizers(name):
-            featurizer.set_n_jobs(1)
-            rows = featurizer.featurize_many(compositions, ignore_errors=True, pbar=False)
-            columns.append(np.asarray(rows, dtype=np.float64))
-        return np.hstack(columns)
-
-
-class MagpieFeatures(CompositionFeatures):
-    """Formulas -> matminer's Magpie ``ElementProperty`` features (132 columns): ``CompositionFeatures``
-    with ``features=("magpie",)``, the RF/Magpie baseline's transformer."""
-
-    features, model, device = ("magpie",), None, "cpu"
-
-    def __init__(self):
-        pass
-
-
-class PriorCorrectedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
-    """A binary classifier whose probabilities are corrected to equal class priors.
-
-    With ``pi`` the positive rate of the training labels, a predicted probability
-    ``p`` of the positive class becomes ``p' = p (1 - pi) / (p (1 - pi) + (1 - p) pi)``:
-    the probability the classifier would give if both classes were equally
-    frequent in training. The map is monotone, so the ROC AUC of the
-    probabilities is unchanged, while the labels ``p' > 0.5`` are ``p > pi``, the
-    cut that suits balanced accuracy (and matbench's ROC AUC of labels).
-
-    Parameters
-    ----------
-    estimator : classifier
-        A binary classifier with ``predict_proba``.
-
-    Attributes
-    ----------
-    estimator_ : classifier
-        The fitted clone of ``estimator``.
-    classes_ : ndarray of shape (2,)
-    prior_ : float
-        ``pi``, the fraction of training labels equal to ``classes_[1]``.
-    """
-
-    _parameter_constraints = {"estimator": [HasMethods(["fit", "predict_proba"])]}
-
-    def __init__(self, estimator):
-        self.estimator = estimator
-
-    def fit(self, X, y):
-        """Fit the classifier and store the training positive rate.
-
-        Parameters
-        ----------
-        X : array-like or list of formulas
-            Whatever ``estimator`` accepts.
-        y : array-like of shape (n_samples,)
-            Two classes.
-
-        Returns
-        -------
-        self : PriorCorrectedClassifier
-        """
-        from sklearn.base import clone
-
-        self._validate_params()
-        self.estimator_ = clone(self.estimator).fit(X, y)
-        self.classes_ = np.asarray(self.estimator_.classes_)
-        if len(self.classes_) != 2:
-            raise ValueError(f"PriorCorrectedClassifier needs two classes; y has {len(self.classes_)}: "
-                             f"{list(self.classes_)}")
-        self.prior_ = float(np.mean(np.asarray(y) == self.classes_[1]))
-        return self
-
-    def predict_proba(self, X):
-        """Prior-corrected probabilities.
-
-        Parameters
-        ----------
-        X : array-like or list of formulas
-
-        Returns
-        -------
-        ndarray of shape (n_samples, 2)
-            Columns in the order of ``classes_``.
-        """
-        from sklearn.utils.validation import check_is_fitted
-
-        check_is_fitted(self, "estimator_")
-        p = np.asarray(self.estimator_.predict_proba(X), dtype=np.float64)[:, 1]
-        positive, negative = p * (1.0 - self.prior_), (1.0 - p) * self.prior_
-        corrected = positive / (positive + negative)
-        return np.column_stack([1.0 - corrected, corrected])
-
-    def predict(self, X):
-        """Labels: ``classes_[1]`` where the corrected probability exceeds 0.5.
-
-        Parameters
-        ----------
-        X : array-like or list of formulas
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-        """
-        return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
-
-
 def _random_forest(task_type, random_state):
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
@@ -410,8 +209,7 @@ def _tuned(task_type, *, task, model, device, random_state):
 
     from .zero_inflated import ZeroInflatedRegressor
 
-    boosting = dict(max_iter=300, learning_rate=0.1, max_leaf_nodes=31, min_samples_leaf=20, early_stopping=False,
-                    random_state=random_state)
+    boosting = dict(BOOSTING, random_state=random_state)
     everything = ("magpie", "fractions", "extras", "polysrl")
     choices = {
         "matbench_steels": (("fractions",), lambda: ExtraTreesRegressor(n_estimators=500, random_state=random_state)),
@@ -429,6 +227,19 @@ def _tuned(task_type, *, task, model, device, random_state):
                      ("model", estimator())])
 
 
+def _composition(task_type, *, task, model, device, random_state):
+    """:class:`~skpolysrl.composition.CompositionRegressor` (classification: ``CompositionClassifier``,
+    prior-corrected) with its default candidates: the model is chosen inside each training fold by 3-fold
+    cross-validation, the same way on every task, so that it runs on any table (``tuned`` is one fixed
+    choice per matbench task)."""
+    from .composition import CompositionClassifier, CompositionRegressor
+
+    settings = dict(model=model, device=device, n_jobs=-1, random_state=random_state)
+    if task_type == "regression":
+        return CompositionRegressor(**settings)
+    return PriorCorrectedClassifier(CompositionClassifier(**settings))
+
+
 #: Estimators by name: ``factory(task_type, *, task, model, device, random_state) -> unfitted estimator``
 #: taking a list of formulas as X. Imports happen inside the factories, so a name costs nothing
 #: until it is run. Add an entry to make a name available to ``run_matbench`` and the CLI.
@@ -437,6 +248,7 @@ ESTIMATORS = {
     "rf-magpie": _rf_magpie,
     "polysrl-rf": _polysrl_rf,
     "tuned": _tuned,
+    "composition": _composition,
 }
 
 

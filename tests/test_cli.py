@@ -204,3 +204,17 @@ def test_cli_never_replaces_an_existing_output_without_overwrite(tmp_path):
     assert run.returncode == 0, run.stderr
     assert pd.read_csv(precious).shape == (2, 202)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "results.csv"]  # no temporaries left
+
+
+def test_cli_evaluate_with_the_composition_estimator(tmp_path, band_gap):
+    data = band_gap.sample(90, random_state=0)
+    path = tmp_path / "gaps.csv"
+    data.to_csv(path, index=False)
+    _one_line_error(_cli("evaluate", "--data", path, "--model", "none", "--estimator", "composition"),
+                    "--estimator composition", "--model none")
+    out = tmp_path / "r.json"
+    run = _cli("evaluate", "--data", path, "--estimator", "composition", "--folds", "2", "--quiet", "--json", out)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["estimator"] == "composition" and len(result["folds"]) == 2
+    assert result["mae_mean"] < np.mean(np.abs(data.target - data.target.median()))  # beats predicting the median
