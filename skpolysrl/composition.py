@@ -387,7 +387,7 @@ class CompositionRegressor(RegressorMixin, _ChosenCompositionModel):
     (:class:`CompositionFeatures`: matminer's Magpie, element fractions, "extras", and
     PolySRL's mean and uncertainty), scores each candidate by ``cv``-fold
     cross-validation on the training rows, and refits the best on all of them. With the
-    defaults this costs about ``cv + 1`` fits of three tree ensembles; the PolySRL
+    defaults this costs ``3 cv + 1`` tree-ensemble fits (10 with ``cv=3``); the PolySRL
     features come from the pretrained model shipped with the package, offline.
 
     Parameters
