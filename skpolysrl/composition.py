@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, RegressorMixin, TransformerMixin, clone
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
@@ -297,7 +297,7 @@ class _ChosenCompositionModel(BaseEstimator):
 
     _parameter_constraints = {
         "candidates": [StrOptions({"default"}), dict],
-        "cv": [Interval(numbers.Integral, 2, None, closed="left"), "cv_object"],
+        "cv": ["cv_object"],  # an int >= 2 or a splitter
         "scoring": [None, str, callable],
         "model": [str, os.PathLike, None],
         "device": [str],
@@ -336,10 +336,11 @@ class _ChosenCompositionModel(BaseEstimator):
     def _splitter(self, y):
         from sklearn.model_selection import KFold, StratifiedKFold, check_cv
 
-        if isinstance(self.cv, numbers.Integral):  # shuffled: tables are often sorted by chemical system
+        cv = 5 if self.cv is None else self.cv  # None: scikit-learn's 5 folds
+        if isinstance(cv, numbers.Integral):  # shuffled: tables are often sorted by chemical system
             kind = StratifiedKFold if self._task_type == "classification" else KFold
-            return kind(n_splits=int(self.cv), shuffle=True, random_state=self.random_state)
-        return check_cv(self.cv, y, classifier=self._task_type == "classification")
+            return kind(n_splits=int(cv), shuffle=True, random_state=self.random_state)
+        return check_cv(cv, y, classifier=self._task_type == "classification")
 
     def _features(self, sets, formulas):
         return CompositionFeatures(sets, model=self.model, device=self.device).transform(formulas)
@@ -396,8 +397,8 @@ class CompositionRegressor(RegressorMixin, _ChosenCompositionModel):
         ``name -> (feature sets, estimator)`` with feature sets named as in
         :data:`FEATURE_SETS`; ``"default"`` is :func:`default_candidates`. A single
         candidate is fitted without cross-validation.
-    cv : int or cross-validation splitter, default=3
-        An int means ``KFold(cv, shuffle=True, random_state=random_state)``.
+    cv : int, cross-validation splitter, iterable of splits or None, default=3
+        An int means ``KFold(cv, shuffle=True, random_state=random_state)``; None means 5.
     scoring : str, callable or None, default=None
         How candidates are compared (higher is better); None means
         ``"neg_mean_absolute_error"``.
@@ -524,7 +525,7 @@ class CompositionClassifier(ClassifierMixin, _ChosenCompositionModel):
     candidates : "default" or dict, default="default"
         ``name -> (feature sets, classifier with predict_proba)``; ``"default"`` is
         :func:`default_candidates`.
-    cv : int or cross-validation splitter, default=3
+    cv : int, cross-validation splitter, iterable of splits or None, default=3
     scoring : str, callable or None, default=None
     model : "default", None or path, default="default"
     device : str, default="auto"

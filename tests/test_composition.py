@@ -128,3 +128,12 @@ def test_bad_input_names_the_row_and_the_fix(steels):
         CompositionRegressor().predict(Xtr[:2])
     with pytest.raises(ValueError, match="one class"):
         CompositionClassifier(candidates=FAST_CLASSIFIERS).fit(Xtr[:20], np.ones(20))
+
+
+def test_cv_settings_give_the_folds_they_name(steels):
+    Xtr, ytr, _, _ = steels
+    for cv, n_folds in ((None, 5), (2, 2), (KFold(4), 4)):
+        model = CompositionRegressor(candidates=FAST_REGRESSORS, cv=cv, random_state=0).fit(Xtr, ytr)
+        assert {len(s) for s in model.cv_scores_.values()} == {n_folds}, cv
+    with pytest.raises(ValueError, match="'cv' parameter"):
+        CompositionRegressor(candidates=FAST_REGRESSORS, cv=1).fit(Xtr, ytr)
