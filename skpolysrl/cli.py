@@ -313,10 +313,11 @@ def cmd_evaluate(args):
     result = cross_validate(estimator, list(df["formula"]), target,
                             cv=paper_kfold(args.folds, seed, stratified=classification),
                             target_transform=args.target_transform, report_scale=args.report_scale, on_fold_end=show)
-    result.update(dataset=name, n_samples=len(df), model=args.model, protocol=args.protocol, n_folds=args.folds,
+    protocol = None if args.estimator == "composition" else args.protocol  # it has no probe/fine-tune protocol
+    result.update(dataset=name, n_samples=len(df), model=args.model, protocol=protocol, n_folds=args.folds,
                   seed=seed, estimator=args.estimator)
     fold_kind = "stratified " if classification else ""
-    print(f"{name}: {len(df)} formulas, {task_type}, {args.protocol}, model={args.model}, "
+    print(f"{name}: {len(df)} formulas, {task_type}, {protocol or args.estimator}, model={args.model}, "
           f"{args.folds}-fold {fold_kind}CV seed {seed}")
     if classification:
         scores = ("roc_auc", "accuracy")

@@ -26,7 +26,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = ["FEATURE_SETS", "CompositionFeatures", "MagpieFeatures", "PriorCorrectedClassifier",
-           "CompositionRegressor", "CompositionClassifier", "default_candidates", "ZERO_MASS_SHARE"]
+           "CompositionRegressor", "CompositionClassifier", "default_candidates", "ZERO_MASS_SHARE",
+           "MIN_ABOVE_ZERO"]
 
 #: Feature set names of :class:`CompositionFeatures`.
 FEATURE_SETS = ("magpie", "fractions", "extras", "polysrl")
@@ -232,6 +233,8 @@ BOOSTING = dict(max_iter=300, learning_rate=0.1, max_leaf_nodes=31, min_samples_
 #: A regression target counts as having a mass at zero when at least this share of it is exactly 0 and none
 #: of it is negative (band gaps of metals: 53 % of matbench_expt_gap).
 ZERO_MASS_SHARE = 0.2
+#: ... and at least this many targets are above 0 (``zero_inflated="auto"``).
+MIN_ABOVE_ZERO = 20
 
 
 def default_candidates(task_type, random_state=None, n_jobs=None):
@@ -274,22 +277,47 @@ def default_candidates(task_type, random_state=None, n_jobs=None):
 
 
 def _formula_strings(X):
-    """X's items as formula text, checked by skpolysrl's parser (a FormulaError names the first bad row)."""
+    """X's items as formula text that matminer reads as skpolysrl does.
+
+    Items are checked by skpolysrl's parser (a FormulaError names the first bad row); the
+    matminer feature sets read the text again through pymatgen, so a row that pymatgen reads
+    differently (adducts such as ``CuSO4·5H2O``, a leading count such as ``2NaCl``, amounts below
+    1e-8) is refused by name rather than featurized as another composition.
+    """
+    from pymatgen.core import Composition
+
     from ._elements import known_atomic_numbers
     from ._formula import parse_formulas
+    from .exceptions import FormulaError
     from .featurizer import _as_items
 
     items = _as_items(X)
     if len(items) == 0:
         raise ValueError("no formulas given (got an empty input)")
-    parse_formulas(items, known_atomic_numbers(), ignore_errors=False)
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            out.append(item)
-        else:  # a pymatgen Composition or Structure
-            out.append(getattr(item, "composition", item).formula)
-    return out
+    parsed = parse_formulas(items, known_atomic_numbers(), ignore_errors=False)
+    texts, checked = [], {}
+    for position, (item, stoichiometry) in enumerate(zip(items, parsed)):
+        text = item if isinstance(item, str) else None
+        if text is None or text not in checked:
+            try:
+                composition = Composition(text if text is not None else getattr(item, "composition", item))
+                theirs = {el.Z: float(x) for el, x in composition.fractional_composition.items()}
+            except Exception as exc:  # pymatgen's own parse errors are plain ValueErrors and worse
+                theirs, seen = None, f"matminer's parser (pymatgen) cannot read it ({exc})"
+            ours = dict(zip(stoichiometry.atomic_numbers, stoichiometry.fractions))
+            if theirs is not None and (set(theirs) != set(ours) or
+                                       any(abs(theirs[z] - ours[z]) > 1e-6 for z in ours)):
+                seen = f"matminer's parser (pymatgen) reads it as {composition.formula!r}, skpolysrl as another " \
+                       f"composition"
+            elif theirs is not None:
+                seen = None
+            if seen is not None:
+                raise FormulaError(item, f"{seen}; write it with element symbols and amounts only (an adduct "
+                                         f"CuSO4·5H2O as CuSO9H10, 2NaCl as NaCl)", position=position)
+            if text is not None:
+                checked[text] = True
+        texts.append(text if text is not None else composition.formula)
+    return texts
 
 
 class _ChosenCompositionModel(BaseEstimator):
@@ -299,7 +327,7 @@ class _ChosenCompositionModel(BaseEstimator):
         "candidates": [StrOptions({"default"}), dict],
         "cv": ["cv_object"],  # an int >= 2 or a splitter
         "scoring": [None, str, callable],
-        "model": [str, os.PathLike, None],
+        "model": [str, os.PathLike],
         "device": [str],
         "n_jobs": [None, numbers.Integral],
         "random_state": ["random_state"],
@@ -320,9 +348,13 @@ class _ChosenCompositionModel(BaseEstimator):
         else:
             candidates = {}
             for name, value in self.candidates.items():
-                if not (isinstance(value, tuple) and len(value) == 2 and hasattr(value[1], "fit")):
-                    raise ValueError(f"candidates[{name!r}] must be (feature sets, estimator), e.g. "
+                if not (isinstance(value, (tuple, list)) and len(value) == 2 and hasattr(value[1], "fit")
+                        and not isinstance(value[1], type) and isinstance(value[0], (str, tuple, list))):
+                    raise ValueError(f"candidates[{name!r}] must be (feature sets, estimator instance), e.g. "
                                      f"(('magpie', 'fractions'), RandomForestRegressor()); got {value!r}")
+                if self._task_type == "classification" and not hasattr(value[1], "predict_proba"):
+                    raise ValueError(f"candidates[{name!r}]: {type(value[1]).__name__} has no predict_proba; "
+                                     f"CompositionClassifier needs a classifier with probabilities")
                 sets = (value[0],) if isinstance(value[0], str) else tuple(value[0])
                 unknown = [s for s in sets if s not in FEATURE_SETS]
                 if unknown or not sets:
@@ -361,11 +393,17 @@ class _ChosenCompositionModel(BaseEstimator):
         blocks = {s: self._features((s,), formulas) for s in used}  # each set cached once per formula
         self.cv_scores_ = {}
         if len(candidates) > 1:
-            splitter, scoring = self._splitter(y), self._scoring(y)
+            # one set of splits for every candidate (a fresh shuffle each would let fold noise choose)
+            splits, scoring = list(self._splitter(y).split(np.zeros((len(y), 1)), y)), self._scoring(y)
             for name, (sets, estimator) in candidates.items():
                 t0 = time.perf_counter()
-                scores = cross_val_score(estimator, np.hstack([blocks[s] for s in sets]), y, cv=splitter,
+                scores = cross_val_score(estimator, np.hstack([blocks[s] for s in sets]), y, cv=splits,
                                          scoring=scoring, error_score="raise")
+                if not np.all(np.isfinite(scores)):
+                    folds = [i for i, v in enumerate(scores) if not np.isfinite(v)]
+                    raise ValueError(f"candidate {name!r} has no finite {scoring} score in fold(s) {folds} of the "
+                                     f"inner cross-validation (a test fold with one class, or too few rows); use a "
+                                     f"smaller cv, more rows, or another scoring")
                 self.cv_scores_[name] = scores
                 self._log(f"{name}: {scoring} {scores.mean():.4f} +/- {scores.std():.4f} "
                           f"({time.perf_counter() - t0:.0f} s)")
@@ -405,9 +443,9 @@ class CompositionRegressor(RegressorMixin, _ChosenCompositionModel):
     zero_inflated : "auto" or bool, default="auto"
         Wrap every candidate in a :class:`~skpolysrl.ZeroInflatedRegressor` whose
         classifier (boosting, on the candidate's features) decides ``y > 0``. ``"auto"``: when
-        at least :data:`ZERO_MASS_SHARE` of ``y`` is exactly 0 and none of it is negative
-        (band gaps with metals).
-    model : "default", None or path, default="default"
+        at least :data:`ZERO_MASS_SHARE` of ``y`` is exactly 0, none of it is negative and
+        :data:`MIN_ABOVE_ZERO` values are above 0 (band gaps with metals).
+    model : "default" or path, default="default"
         PolySRL weights for the ``"polysrl"`` feature set.
     device : str, default="auto"
         Device of the PolySRL model.
@@ -464,8 +502,9 @@ class CompositionRegressor(RegressorMixin, _ChosenCompositionModel):
 
     def _candidates(self, y):
         candidates = super()._candidates(y)
-        if self.zero_inflated == "auto":
-            self.zero_inflated_ = bool(np.all(y >= 0) and np.mean(y == 0) >= ZERO_MASS_SHARE)
+        if self.zero_inflated == "auto":  # and enough rows above zero for every inner training fold
+            self.zero_inflated_ = bool(np.all(y >= 0) and np.mean(y == 0) >= ZERO_MASS_SHARE
+                                       and np.sum(y > 0) >= MIN_ABOVE_ZERO)
         else:
             self.zero_inflated_ = bool(self.zero_inflated)
         if not self.zero_inflated_:
@@ -527,7 +566,7 @@ class CompositionClassifier(ClassifierMixin, _ChosenCompositionModel):
         :func:`default_candidates`.
     cv : int, cross-validation splitter, iterable of splits or None, default=3
     scoring : str, callable or None, default=None
-    model : "default", None or path, default="default"
+    model : "default" or path, default="default"
     device : str, default="auto"
     n_jobs : int or None, default=None
     random_state : int, RandomState or None, default=None

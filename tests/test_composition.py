@@ -120,7 +120,7 @@ def test_bad_input_names_the_row_and_the_fix(steels):
         CompositionRegressor(candidates=FAST_REGRESSORS).fit(rows, ytr[:20])
     with pytest.raises(ValueError, match="feature sets"):
         CompositionRegressor(candidates={"bad": (("oxidation",), Ridge())}).fit(Xtr[:20], ytr[:20])
-    with pytest.raises(ValueError, match=r"\(feature sets, estimator\)"):
+    with pytest.raises(ValueError, match=r"\(feature sets, estimator instance\)"):
         CompositionRegressor(candidates={"bad": Ridge()}).fit(Xtr[:20], ytr[:20])
     with pytest.raises(ValueError, match="20 formulas but y has 19"):
         CompositionRegressor(candidates=FAST_REGRESSORS).fit(Xtr[:20], ytr[:19])
@@ -137,3 +137,38 @@ def test_cv_settings_give_the_folds_they_name(steels):
         assert {len(s) for s in model.cv_scores_.values()} == {n_folds}, cv
     with pytest.raises(ValueError, match="'cv' parameter"):
         CompositionRegressor(candidates=FAST_REGRESSORS, cv=1).fit(Xtr, ytr)
+
+
+def test_rows_matminer_would_read_as_another_composition_are_refused_by_row(steels):
+    """skpolysrl reads adducts and tiny amounts; pymatgen (matminer's parser) reads them otherwise or not at all:
+    such a row must stop the fit by name, never be featurized as another composition."""
+    Xtr, ytr, _, _ = steels
+    for bad in ("CuSO4·5H2O", "2NaCl", "Fe2e-9O3e-9"):
+        rows = list(Xtr[:12])
+        rows[4] = bad
+        with pytest.raises(FormulaError, match="position 4.*matminer"):
+            CompositionRegressor(candidates=FAST_REGRESSORS).fit(rows, ytr[:12])
+    fitted = CompositionRegressor(candidates=FAST_REGRESSORS, random_state=0).fit(Xtr[:40], ytr[:40])
+    with pytest.raises(FormulaError, match="position 1"):
+        fitted.predict(["Fe2O3", "CuSO4*5H2O"])
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")  # both provoked on purpose
+@pytest.mark.filterwarnings("ignore:Only one class is present:sklearn.exceptions.UndefinedMetricWarning")
+def test_every_candidate_is_scored_on_the_same_folds_and_a_fold_without_a_score_is_an_error(steels):
+    Xtr, ytr, _, _ = steels
+    twins = {"a": ("fractions", Ridge()), "b": ("fractions", Ridge())}
+    model = CompositionRegressor(candidates=twins).fit(Xtr[:60], ytr[:60])  # random_state=None: one shuffle
+    np.testing.assert_array_equal(model.cv_scores_["a"], model.cv_scores_["b"])
+    labels = np.zeros(40, dtype=int)
+    labels[:2] = 1  # 2 positives for 3 folds: one test fold has a single class
+    with pytest.raises(ValueError, match="no finite roc_auc score"):
+        CompositionClassifier(candidates=FAST_CLASSIFIERS, random_state=0).fit(Xtr[:40], labels)
+
+
+def test_auto_zero_inflation_needs_enough_values_above_zero(expt_gap):
+    Xtr, ytr, _, _ = expt_gap
+    y = np.zeros(60)
+    y[:10] = ytr[ytr > 0][:10]  # 83 % zeros but only 10 values above zero
+    model = CompositionRegressor(candidates=FAST_REGRESSORS, random_state=0).fit(Xtr[:60], y)
+    assert not model.zero_inflated_
