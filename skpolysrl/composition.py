@@ -295,28 +295,29 @@ def _formula_strings(X):
     if len(items) == 0:
         raise ValueError("no formulas given (got an empty input)")
     parsed = parse_formulas(items, known_atomic_numbers(), ignore_errors=False)
-    texts, checked = [], {}
+    texts, agreed = [], set()
     for position, (item, stoichiometry) in enumerate(zip(items, parsed)):
-        text = item if isinstance(item, str) else None
-        if text is None or text not in checked:
-            try:
-                composition = Composition(text if text is not None else getattr(item, "composition", item))
-                theirs = {el.Z: float(x) for el, x in composition.fractional_composition.items()}
-            except Exception as exc:  # pymatgen's own parse errors are plain ValueErrors and worse
-                theirs, seen = None, f"matminer's parser (pymatgen) cannot read it ({exc})"
+        if isinstance(item, str) and item in agreed:
+            texts.append(item)
+            continue
+        try:
+            composition = Composition(getattr(item, "composition", item))
+        except Exception as exc:  # pymatgen's own parse errors are plain ValueErrors and worse
+            problem = f"matminer's parser (pymatgen) cannot read it ({exc})"
+        else:
+            theirs = {el.Z: float(x) for el, x in composition.fractional_composition.items()}
             ours = dict(zip(stoichiometry.atomic_numbers, stoichiometry.fractions))
-            if theirs is not None and (set(theirs) != set(ours) or
-                                       any(abs(theirs[z] - ours[z]) > 1e-6 for z in ours)):
-                seen = f"matminer's parser (pymatgen) reads it as {composition.formula!r}, skpolysrl as another " \
-                       f"composition"
-            elif theirs is not None:
-                seen = None
-            if seen is not None:
-                raise FormulaError(item, f"{seen}; write it with element symbols and amounts only (an adduct "
-                                         f"CuSO4·5H2O as CuSO9H10, 2NaCl as NaCl)", position=position)
-            if text is not None:
-                checked[text] = True
-        texts.append(text if text is not None else composition.formula)
+            same = set(theirs) == set(ours) and all(abs(theirs[z] - ours[z]) <= 1e-6 for z in ours)
+            problem = None if same else (f"matminer's parser (pymatgen) reads it as {composition.formula!r}, "
+                                         f"skpolysrl as another composition")
+        if problem is not None:
+            raise FormulaError(item, f"{problem}; write it with element symbols and amounts only (an adduct "
+                                     f"CuSO4·5H2O as CuSO9H10, 2NaCl as NaCl)", position=position)
+        if isinstance(item, str):
+            agreed.add(item)
+            texts.append(item)
+        else:  # a Composition, Structure or mapping: pymatgen's own text for it
+            texts.append(composition.formula)
     return texts
 
 
