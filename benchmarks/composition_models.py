@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 from _report import command_line, write_report
+from heldout_dft import held_out_stoichiometries
 from train_default_model import property_matrix
-from uncertainty import corpus_counts
 
 ESTIMATORS = ("rf-magpie", "probe", "composition")
 CLASSIFICATION_TABLES = ("mp_is_metal",)
@@ -31,15 +31,9 @@ CLASSIFICATION_TABLES = ("mp_is_metal",)
 
 def tables(structures, paths, max_rows):
     """name -> (formulas, targets, task type): held-out formulas of each DFT table, and the Band Gap set."""
-    from skpolysrl._elements import known_atomic_numbers
-    from skpolysrl._formula import parse_formulas
     from skpolysrl.datasets import load_dataset
-    from skpolysrl.model_selection import held_out_formulas
 
-    formulas = corpus_counts(structures).index.to_numpy()
-    held = formulas[held_out_formulas(formulas, 0.1)]
-    keys = [s.key for s in parse_formulas(list(held), known_atomic_numbers())]
-    held = held[sorted(dict(zip(keys, range(len(held)))).values(), key=lambda i: keys[i])]  # one row per stoichiometry
+    held = held_out_stoichiometries(structures)
     out = {}
     for path in paths:
         name = os.path.splitext(os.path.basename(path))[0]

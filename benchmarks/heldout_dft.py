@@ -16,15 +16,25 @@ from train_default_model import property_matrix
 from uncertainty import corpus_counts, out_of_fold
 
 
+def held_out_stoichiometries(structures):
+    """The corpus's formulas that every pretraining stage holds out, one per stoichiometry, in stoichiometry
+    order (the fold assignment depends on the row order)."""
+    from skpolysrl._elements import known_atomic_numbers
+    from skpolysrl._formula import parse_formulas
+    from skpolysrl.model_selection import held_out_formulas
+
+    formulas = corpus_counts(structures).index.to_numpy()
+    held = formulas[held_out_formulas(formulas, 0.1)]
+    keys = [s.key for s in parse_formulas(list(held), known_atomic_numbers())]
+    return held[sorted(dict(zip(keys, range(len(held)))).values(), key=lambda i: keys[i])]
+
+
 def main():
     import torch
 
     from skpolysrl import PolySRLFeaturizer
-    from skpolysrl._elements import known_atomic_numbers
-    from skpolysrl._formula import parse_formulas
     from skpolysrl.datasets import load_dataset
     from skpolysrl.evaluation import MLPHeadRegressor
-    from skpolysrl.model_selection import held_out_formulas
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--structures", required=True, help="the pretraining corpus (JSON lines with a formula field)")
@@ -33,11 +43,7 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    formulas = corpus_counts(a.structures).index.to_numpy()
-    held = formulas[held_out_formulas(formulas, 0.1)]
-    # one row per stoichiometry, in stoichiometry order (the fold assignment depends on the row order)
-    keys = [s.key for s in parse_formulas(list(held), known_atomic_numbers())]
-    held = held[sorted(dict(zip(keys, range(len(held)))).values(), key=lambda i: keys[i])]
+    held = held_out_stoichiometries(a.structures)
     sets = {}
     for path in a.tables:
         y = property_matrix(held, [path], exclude=set())[0][:, 0]
