@@ -30,6 +30,7 @@ from ._formula import StoichiometryTable, parse_formulas
 from ._runtime import resolve_device, seeded
 from .engine import Trainer
 from .evaluation import SupervisedObjective
+from .exceptions import FIT_HINT
 from .featurizer import PolySRLFeaturizer, _as_items
 from .nn import build_head, output_features, output_features_np
 from .training import _stoich_tensors, encode
@@ -139,12 +140,12 @@ class _PolySRLEstimator(BaseEstimator):
         return PolySRLFeaturizer(pretrained=self.pretrained, device="cpu", verbose=False,
                                  random_state=0 if self.pretrained is None else None)
 
-    def _parse(self, X, ignore_errors):
-        """(stoichiometries of the valid rows, their row indices, number of rows)."""
+    def _parse(self, X, ignore_errors, hint=None):
+        """(stoichiometries of the valid rows, their row indices, number of rows); ``hint``: see parse_formulas."""
         items = _as_items(X)
         if len(items) == 0:
             raise ValueError("no formulas given (got an empty input)")
-        parsed = parse_formulas(items, known_atomic_numbers(), ignore_errors=ignore_errors)
+        parsed = parse_formulas(items, known_atomic_numbers(), ignore_errors=ignore_errors, hint=hint)
         rows = np.array([i for i, s in enumerate(parsed) if s is not None], dtype=np.int64)
         return [s for s in parsed if s is not None], rows, len(items)
 
@@ -173,7 +174,7 @@ class _PolySRLEstimator(BaseEstimator):
     # ---------------------------------------------------------------------- fit
     def _fit_members(self, X, y, n_outputs):
         """Fit ``n_estimators`` members on formulas ``X`` and checked targets ``y`` (values or class codes)."""
-        stoich, _, n = self._parse(X, ignore_errors=False)
+        stoich, _, n = self._parse(X, ignore_errors=False, hint=FIT_HINT)  # fit trains on every row
         if n != len(y):
             raise ValueError(f"X has {n} formulas but y has {len(y)} values")
         if n < 2:

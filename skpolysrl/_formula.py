@@ -340,18 +340,21 @@ def parse_formula(item, known_z, position=None):
         raise type(exc)(exc.item, exc.reason, position) from None
 
 
-def parse_formulas(items, known_z, ignore_errors=False, offset=0):
+def parse_formulas(items, known_z, ignore_errors=False, offset=0, hint=None):
     """Parse a batch; returns a list of Stoichiometry (None for bad rows when ignore_errors).
 
-    ``offset`` is added to positions in error messages (for chunks of a larger batch).
+    ``offset`` is added to positions in error messages (for chunks of a larger batch);
+    ``hint`` replaces the fix an error message ends with (e.g. where rows cannot be skipped).
     """
     out = []
     for i, item in enumerate(items):
         try:
             out.append(parse_formula(item, known_z, position=offset + i))
-        except FormulaError:
+        except FormulaError as exc:
             if not ignore_errors:
-                raise
+                if hint is None:
+                    raise
+                raise type(exc)(exc.item, exc.reason, exc.position, exc.where, hint) from None
             out.append(None)
     return out
 

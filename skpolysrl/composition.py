@@ -288,13 +288,13 @@ def _formula_strings(X):
 
     from ._elements import known_atomic_numbers
     from ._formula import parse_formulas
-    from .exceptions import FormulaError
+    from .exceptions import FIT_HINT, FormulaError
     from .featurizer import _as_items
 
     items = _as_items(X)
     if len(items) == 0:
         raise ValueError("no formulas given (got an empty input)")
-    parsed = parse_formulas(items, known_atomic_numbers(), ignore_errors=False)
+    parsed = parse_formulas(items, known_atomic_numbers(), hint=FIT_HINT)  # no ignore_errors here
     texts, agreed = [], set()
     for position, (item, stoichiometry) in enumerate(zip(items, parsed)):
         if isinstance(item, str) and item in agreed:
@@ -312,7 +312,7 @@ def _formula_strings(X):
                                          f"skpolysrl as another composition")
         if problem is not None:
             raise FormulaError(item, f"{problem}; write it with element symbols and amounts only (an adduct "
-                                     f"CuSO4·5H2O as CuSO9H10, 2NaCl as NaCl)", position=position)
+                                     f"CuSO4·5H2O as CuSO9H10, 2NaCl as NaCl)", position=position, hint=FIT_HINT)
         if isinstance(item, str):
             agreed.add(item)
             texts.append(item)
@@ -390,12 +390,17 @@ class _ChosenCompositionModel(BaseEstimator):
         if len(formulas) != len(y):
             raise ValueError(f"X has {len(formulas)} formulas but y has {len(y)} values")
         candidates = self._candidates(y)
+        scoring = self._scoring(y)
+        if isinstance(scoring, str):  # checked even when one candidate leaves nothing to score
+            from sklearn.metrics import get_scorer
+
+            get_scorer(scoring)
         used = [s for s in FEATURE_SETS if any(s in sets for sets, _ in candidates.values())]
         blocks = {s: self._features((s,), formulas) for s in used}  # each set cached once per formula
-        self.cv_scores_ = {}
+        cv_scores = {}
         if len(candidates) > 1:
             # one set of splits for every candidate (a fresh shuffle each would let fold noise choose)
-            splits, scoring = list(self._splitter(y).split(np.zeros((len(y), 1)), y)), self._scoring(y)
+            splits = list(self._splitter(y).split(np.zeros((len(y), 1)), y))
             for name, (sets, estimator) in candidates.items():
                 t0 = time.perf_counter()
                 scores = cross_val_score(estimator, np.hstack([blocks[s] for s in sets]), y, cv=splits,
@@ -405,15 +410,24 @@ class _ChosenCompositionModel(BaseEstimator):
                     raise ValueError(f"candidate {name!r} has no finite {scoring} score in fold(s) {folds} of the "
                                      f"inner cross-validation (a test fold with one class, or too few rows); use a "
                                      f"smaller cv, more rows, or another scoring")
-                self.cv_scores_[name] = scores
+                cv_scores[name] = scores
                 self._log(f"{name}: {scoring} {scores.mean():.4f} +/- {scores.std():.4f} "
                           f"({time.perf_counter() - t0:.0f} s)")
-        means = {name: float(np.mean(s)) for name, s in self.cv_scores_.items()}
-        self.best_candidate_ = max(means, key=means.get) if means else next(iter(candidates))
-        self.feature_sets_, estimator = candidates[self.best_candidate_]
-        self.estimator_ = estimator.fit(np.hstack([blocks[s] for s in self.feature_sets_]), y)
-        self._log(f"chose {self.best_candidate_} ({' + '.join(self.feature_sets_)}), refitted on {len(y)} rows")
+        means = {name: float(np.mean(s)) for name, s in cv_scores.items()}
+        best = max(means, key=means.get) if means else next(iter(candidates))
+        sets, estimator = candidates[best]
+        estimator.fit(np.hstack([blocks[s] for s in sets]), y)
+        # set together, after everything succeeded: a failed refit leaves the previous fit whole
+        fitted = {"cv_scores_": cv_scores, "best_candidate_": best, "feature_sets_": sets, "estimator_": estimator,
+                  **self._fitted_extras(y, estimator)}
+        for name, value in fitted.items():
+            setattr(self, name, value)
+        self._log(f"chose {best} ({' + '.join(sets)}), refitted on {len(y)} rows")
         return self
+
+    def _fitted_extras(self, y, estimator):
+        """Task-specific fitted attributes, set with the others once the refit succeeded."""
+        return {}
 
     def _predict_features(self, X):
         check_is_fitted(self, "estimator_")
@@ -501,14 +515,17 @@ class CompositionRegressor(RegressorMixin, _ChosenCompositionModel):
     def _scoring(self, y):
         return "neg_mean_absolute_error" if self.scoring is None else self.scoring
 
+    def _uses_zero_inflation(self, y):
+        if self.zero_inflated == "auto":  # and enough rows above zero for every inner training fold
+            return bool(np.all(y >= 0) and np.mean(y == 0) >= ZERO_MASS_SHARE and np.sum(y > 0) >= MIN_ABOVE_ZERO)
+        return bool(self.zero_inflated)
+
+    def _fitted_extras(self, y, estimator):
+        return {"zero_inflated_": self._uses_zero_inflation(y)}
+
     def _candidates(self, y):
         candidates = super()._candidates(y)
-        if self.zero_inflated == "auto":  # and enough rows above zero for every inner training fold
-            self.zero_inflated_ = bool(np.all(y >= 0) and np.mean(y == 0) >= ZERO_MASS_SHARE
-                                       and np.sum(y > 0) >= MIN_ABOVE_ZERO)
-        else:
-            self.zero_inflated_ = bool(self.zero_inflated)
-        if not self.zero_inflated_:
+        if not self._uses_zero_inflation(y):
             return candidates
         from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -622,9 +639,10 @@ class CompositionClassifier(ClassifierMixin, _ChosenCompositionModel):
         classes = np.unique(y)
         if len(classes) < 2:
             raise ValueError(f"y has one class ({classes[0]!r}); a classifier needs at least two")
-        self._choose_and_fit(X, y)
-        self.classes_ = np.asarray(self.estimator_.classes_)
-        return self
+        return self._choose_and_fit(X, y)
+
+    def _fitted_extras(self, y, estimator):
+        return {"classes_": np.asarray(estimator.classes_)}
 
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.

@@ -21,6 +21,8 @@ _SKIP_HINT = (
     "or drop them before featurizing."
 )
 _STRUCTURE_HINT = "Remove that structure from the training data."
+# where every row is used (fit, and estimators without ignore_errors) there is nothing to skip with
+FIT_HINT = "Correct or drop that row and call again."
 
 
 def _is_structure(item):
@@ -50,19 +52,24 @@ class FormulaError(SkPolySRLError, ValueError):
     where : str or None
         Where it is, as the user sees it (e.g. "data row 3 of in.csv"); named
         instead of ``position`` when given.
+    hint : str or None
+        The fix the message ends with; default: skip it with ``ignore_errors``
+        (a formula) or remove it from the training data (a structure).
     """
 
-    def __init__(self, item, reason, position=None, where=None):
+    def __init__(self, item, reason, position=None, where=None, hint=None):
         self.item = item
         self.position = position
         self.reason = reason
         self.where = where
+        self.hint = hint
         at = f" at {where}" if where is not None else "" if position is None else f" at position {position}"
-        hint = _STRUCTURE_HINT if _is_structure(item) else _SKIP_HINT
+        if hint is None:
+            hint = _STRUCTURE_HINT if _is_structure(item) else _SKIP_HINT
         super().__init__(f"Invalid formula {_describe(item)}{at}: {reason}. {hint}")
 
     def __reduce__(self):
-        return (type(self), (self.item, self.reason, self.position, self.where))
+        return (type(self), (self.item, self.reason, self.position, self.where, self.hint))
 
 
 class UnknownElementError(FormulaError):

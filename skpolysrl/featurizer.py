@@ -24,7 +24,7 @@ from . import registry
 from ._elements import known_atomic_numbers, matscholar_table
 from ._formula import StoichiometryTable, parse_formula, parse_formulas
 from ._runtime import resolve_device as _resolve_device
-from .exceptions import FormulaError, ModelFileError
+from .exceptions import FIT_HINT, FormulaError, ModelFileError
 from .loss import PAIR_REDUCTIONS
 from .nn import output_features_np
 from .recipes import RECIPES, StagedRecipe, staged_pretrain
@@ -590,7 +590,7 @@ class PolySRLFeaturizer(BaseFeaturizer):
             targets = np.asarray(y, dtype=np.float64).reshape(-1)
             if len(targets) != len(items):
                 raise ValueError(f"X has {len(items)} rows but y has {len(targets)}")
-        stoich = parse_formulas(items, known_atomic_numbers())
+        stoich = parse_formulas(items, known_atomic_numbers(), hint=FIT_HINT)  # fit trains on every row
         keys = {}
         formula_ids = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
         seed = _ddp.broadcast_object(self._seed())  # under torchrun, every process takes rank 0's seed

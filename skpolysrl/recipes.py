@@ -494,9 +494,12 @@ def staged_pretrain(model, stoichiometries, formula_ids, build_graphs, recipe, *
     # structure stages use a sample of at most max_structure_rows rows; the variance stage embeds the
     # structures of polymorphic formulas and of alloy parents: their graphs are built once, together
     sample = np.sort(rng.permutation(_trainable_rows(n, n_sites, recipe.max_sites))[:recipe.max_structure_rows])
-    if not {"align", "realign"} & set(stages):  # no structure training: no graphs for it (the draw above stays,
-        sample = sample[:0]                      # so the alloys drawn next are those of a full run)
-    plan = _variance_plan(stoichiometries, formula_ids, recipe, rng) if "variance" in stages else None
+    if not {"align", "realign"} & set(stages):  # no structure training: no graphs for it
+        sample = sample[:0]
+    # the alloys have a stream of their own: every draw is the same whichever stages run, so a fit split into
+    # stages (align; then supervised; then realign and variance, each from the last one's model) is the full fit
+    alloy_rng = np.random.default_rng([seed, 1])
+    plan = _variance_plan(stoichiometries, formula_ids, recipe, alloy_rng) if "variance" in stages else None
     if "variance" in stages and plan is None:
         stages = tuple(s for s in stages if s != "variance")
     needed = sample if plan is None else np.union1d(sample, plan["rows"])

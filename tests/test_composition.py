@@ -116,8 +116,9 @@ def test_bad_input_names_the_row_and_the_fix(steels):
     Xtr, ytr, _, _ = steels
     rows = list(Xtr[:20])
     rows[7] = "Fe2Xx3"
-    with pytest.raises(FormulaError, match="Fe2Xx3.* at position 7"):
+    with pytest.raises(FormulaError, match="Fe2Xx3.* at position 7.*Correct or drop that row") as info:
         CompositionRegressor(candidates=FAST_REGRESSORS).fit(rows, ytr[:20])
+    assert "ignore_errors" not in str(info.value)  # these estimators have no ignore_errors to suggest
     with pytest.raises(ValueError, match="feature sets"):
         CompositionRegressor(candidates={"bad": (("oxidation",), Ridge())}).fit(Xtr[:20], ytr[:20])
     with pytest.raises(ValueError, match=r"\(feature sets, estimator instance\)"):
@@ -164,6 +165,24 @@ def test_every_candidate_is_scored_on_the_same_folds_and_a_fold_without_a_score_
     labels[:2] = 1  # 2 positives for 3 folds: one test fold has a single class
     with pytest.raises(ValueError, match="no finite roc_auc score"):
         CompositionClassifier(candidates=FAST_CLASSIFIERS, random_state=0).fit(Xtr[:40], labels)
+
+
+def test_a_failed_refit_leaves_the_previous_fit_whole_and_scoring_is_checked_with_one_candidate(steels):
+    Xtr, ytr, _, _ = steels
+    model = CompositionRegressor(candidates=FAST_REGRESSORS, random_state=0).fit(Xtr[:60], ytr[:60])
+    before = model.predict(Xtr[60:70])
+    scores, best, extra = dict(model.cv_scores_), model.best_candidate_, model.zero_inflated_
+    y = ytr[:60].copy()
+    y[:30] = 0.0  # a mass at zero: this fit would switch zero-inflation on before failing in the inner CV
+    with pytest.raises(ValueError, match="no finite"):
+        model.set_params(cv=KFold(2, shuffle=True, random_state=0), scoring=lambda est, X, yy: np.nan)
+        model.fit(Xtr[:60], y)
+    assert model.best_candidate_ == best and model.zero_inflated_ == extra
+    assert model.cv_scores_.keys() == scores.keys()
+    np.testing.assert_array_equal(model.predict(Xtr[60:70]), before)
+    with pytest.raises(ValueError, match="not a valid scoring value"):
+        CompositionRegressor(candidates={"one": FAST_REGRESSORS["ridge_fractions"]},
+                             scoring="mean_abs_error").fit(Xtr[:20], ytr[:20])
 
 
 def test_auto_zero_inflation_needs_enough_values_above_zero(expt_gap):

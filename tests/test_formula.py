@@ -101,6 +101,16 @@ def test_parse_formulas_ignore_errors_keeps_rows():
         parse_formulas(["NaCl", "Xx", "KBr"], KNOWN)
 
 
+def test_a_hint_replaces_the_fix_and_survives_pickling():
+    import pickle
+
+    with pytest.raises(UnknownElementError, match="position 1.*Fix it here.$") as info:
+        parse_formulas(["NaCl", "Xx", "KBr"], KNOWN, hint="Fix it here.")
+    assert "ignore_errors" not in str(info.value)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is UnknownElementError and str(again) == str(info.value)
+
+
 def test_stoichiometry_graphs_are_fully_connected_with_self_loops():
     stoich = [parse(f) for f in ["NaCl", "Fe2O3", "Bi2Te2.7Se0.3", "Si"]]
     table = StoichiometryTable(stoich)

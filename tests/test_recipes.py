@@ -141,6 +141,31 @@ def test_supervised_stage_from_property_columns(polymorph_corpus):
         f.fit(df, np.zeros(3))
 
 
+def test_a_fit_split_into_stages_is_the_full_fit(polymorph_corpus, tmp_path):
+    """Each stage from the previous one's saved model (how a long run is split, or a stage rerun) gives the
+    model of one uninterrupted fit: no draw depends on which stages run."""
+    import dataclasses
+
+    data = polymorph_corpus.head(80)
+    recipe = dataclasses.replace(SMALL, variance_epochs=5, realign_fresh=True)
+    formulas = data.formula.unique().tolist()
+
+    def fit(pretrained, stages):
+        f = PolySRLFeaturizer(pretrained=pretrained, random_state=0, verbose=False, device="cpu",
+                              recipe=dataclasses.replace(recipe, stages=stages))
+        return f.fit(data)
+
+    whole = fit(None, None)
+    assert [s for s in ("align", "supervised", "realign", "variance")
+            if any(r["stage"] == s for r in whole.history_)] == ["align", "supervised", "realign", "variance"]
+    previous = None
+    for stages in (("align",), ("supervised",), ("realign", "variance")):
+        part = fit(previous, stages)
+        previous = str(tmp_path / f"{stages[0]}.pt")
+        part.save(previous)  # with its structure encoder: the next stage starts from all of it
+    np.testing.assert_allclose(part.transform(formulas), whole.transform(formulas), rtol=1e-5, atol=1e-7)
+
+
 def test_paper_keywords_with_default_recipe_warn(polymorph_corpus):
     f = PolySRLFeaturizer(pretrained=None, epochs=3, random_state=0, verbose=False, device="cpu",
                           recipe=StagedRecipe(stages=("realign",), realign_passes=10, batch_size=32))

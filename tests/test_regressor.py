@@ -103,11 +103,14 @@ def test_errors_are_clear(data):
         PolySRLRegressor(**FAST).fit(X, y[:-1])
     with pytest.raises(ValueError, match="NaN"):
         PolySRLRegressor(**FAST).fit(X[:3], [1.0, np.nan, 2.0])
-    with pytest.raises(FormulaError, match="Xx2O"):
-        PolySRLRegressor(**FAST).fit(["NaCl", "Xx2O"], [1.0, 2.0])
+    with pytest.raises(FormulaError, match="Xx2O.*Correct or drop that row") as info:
+        PolySRLRegressor(ignore_errors=True, **FAST).fit(["NaCl", "Xx2O"], [1.0, 2.0])
+    assert "ignore_errors" not in str(info.value)  # fit trains on every row: skipping is not the fix there
     reg = PolySRLRegressor(ignore_errors=True, **FAST).fit(X, y)
     pred = reg.predict(["NaCl", "not a formula", "GaAs"])
     assert np.isnan(pred[1]) and np.isfinite(pred[[0, 2]]).all()
+    with pytest.raises(FormulaError, match="position 1.*ignore_errors=True"):  # predict can skip rows
+        reg.set_params(ignore_errors=False).predict(["NaCl", "not a formula"])
 
 
 def test_in_pipeline_cross_val_score_and_grid_search(data):
