@@ -23,7 +23,13 @@ Data sources (all public, offline here; see ../shared/data/README.md):
   ``git show 6915334:skpolysrl/weights/polysrl_default.pt``); ``none`` trains from random weights
   (adds the align stage: 57 min in all on 2 shared CPU cores, benchmarks/results/default_model_v5_scratch.md;
   with ``--realign-fresh --supervised-epochs 40`` 40.9 min on 2 idle cores, and the 20-epoch twin that
-  held-out DFT data prefers, benchmarks/results/default_model_v6.md; neither replaced the shipped model).
+  held-out DFT data prefers, benchmarks/results/default_model_v6.md; with ``--realign-fresh
+  --structure-targets`` (no names; held-out DFT data prefers it with these nine tables) the v7 candidate,
+  benchmarks/results/default_model_v7.md; none replaced the shipped model).
+
+A run may be split into stages (``--stages align``, then ``--stages supervised --init <previous --full-out>``,
+...): every random draw is the same whichever stages run, so the stages give the model of one command
+(tests/test_recipes.py).
 
 Held out of every stage: the formulas :func:`skpolysrl.model_selection.held_out_formulas` picks (10 %),
 so that benchmarks/uncertainty.py can report held-out figures.
