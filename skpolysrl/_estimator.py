@@ -20,13 +20,13 @@ import os
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _io
 from ._elements import known_atomic_numbers
 from ._formula import StoichiometryTable, parse_formulas
+from ._formula_estimator import FormulaEstimator
 from ._runtime import resolve_device, seeded
 from .engine import Trainer
 from .evaluation import SupervisedObjective
@@ -87,7 +87,7 @@ def target_column(y, dtype=None):
     return y
 
 
-class _PolySRLEstimator(BaseEstimator):
+class _PolySRLEstimator(FormulaEstimator):
     """Formulas -> a PolySRL encoder (frozen or fine-tuned) -> an MLP head; see the public subclasses."""
 
     _parameter_constraints = {
@@ -128,13 +128,6 @@ class _PolySRLEstimator(BaseEstimator):
         self.ignore_errors = ignore_errors
         self.verbose = verbose
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
-        tags.target_tags.required = True
-        return tags
-
     # ------------------------------------------------------------------ helpers
     def _featurizer(self):
         return PolySRLFeaturizer(pretrained=self.pretrained, device="cpu", verbose=False,
@@ -166,10 +159,6 @@ class _PolySRLEstimator(BaseEstimator):
         import torch
 
         return torch.as_tensor(y, dtype=getattr(torch, self._target_dtype), device=device)
-
-    def _log(self, message):
-        if self.verbose:
-            print(f"[{type(self).__name__}] {message}", flush=True)
 
     # ---------------------------------------------------------------------- fit
     def _fit_members(self, X, y, n_outputs):

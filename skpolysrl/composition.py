@@ -25,6 +25,8 @@ from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
+from ._formula_estimator import FormulaEstimator
+
 __all__ = ["FEATURE_SETS", "CompositionFeatures", "MagpieFeatures", "PriorCorrectedClassifier",
            "CompositionRegressor", "CompositionClassifier", "default_candidates", "ZERO_MASS_SHARE",
            "MIN_ABOVE_ZERO"]
@@ -321,7 +323,7 @@ def _formula_strings(X):
     return texts
 
 
-class _ChosenCompositionModel(BaseEstimator):
+class _ChosenCompositionModel(FormulaEstimator):
     """Shared core of :class:`CompositionRegressor` and :class:`CompositionClassifier`."""
 
     _parameter_constraints = {
@@ -335,13 +337,6 @@ class _ChosenCompositionModel(BaseEstimator):
         "verbose": ["boolean"],
     }
     _task_type = None
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
-        tags.target_tags.required = True
-        return tags
 
     def _candidates(self, y):
         if isinstance(self.candidates, str):
@@ -377,10 +372,6 @@ class _ChosenCompositionModel(BaseEstimator):
 
     def _features(self, sets, formulas):
         return CompositionFeatures(sets, model=self.model, device=self.device).transform(formulas)
-
-    def _log(self, message):
-        if self.verbose:
-            print(f"[{type(self).__name__}] {message}", flush=True)
 
     def _choose_and_fit(self, X, y):
         from sklearn.model_selection import cross_val_score
