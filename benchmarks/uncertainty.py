@@ -40,7 +40,7 @@ def corpus_counts(path):
     return pd.Series(formulas).value_counts()
 
 
-def out_of_fold(X, y, make, seed=0):
+def out_of_fold(X, y, make):
     """Out-of-fold predictions of the paper's 5-fold split, and per-fold MAEs."""
     from skpolysrl.model_selection import paper_kfold
 
