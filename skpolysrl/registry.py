@@ -79,10 +79,10 @@ _REGISTRY = {
     "default": ModelEntry(
         name="default",
         filename="polysrl_default.pt",
-        sha256="305a88c39297ff4f8f798effaa4f904c1056413d0e011a0ec4b3ca52ab1ad846",
-        size=5711540,
+        sha256="51070dc15e9d7f4773f12ccfa2eaffa9e25717457a6cd62348ce94673fc5cf6c",
+        size=5711476,
         model_card="skpolysrl/weights/MODEL_CARD.md",
-        description="stoichiometry encoder pretrained on Materials Project structures and DFT properties, variances fitted to the polymorphs of 95,231 formulas, cells of any size, uncertainty bounded (shipped, v4b)",
+        description="stoichiometry encoder pretrained from random weights in one command on Materials Project structures and 9 DFT properties, variances fitted to the polymorphs of 95,231 formulas, uncertainty bounded (shipped, v8)",
     ),
 }
 _RESOLVED = {}  # (name, cache directory) -> path already fetched and checked in this process
