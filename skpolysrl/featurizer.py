@@ -35,9 +35,14 @@ __all__ = ["PolySRLFeaturizer", "default_model_path"]
 
 _FORMULA_COLUMNS = ("formula", "composition", "structure")
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
-# BLAS takes other code paths (other float rounding) for matrices of fewer rows: encoding at
-# least this many graphs keeps each formula's row independent of the batch it comes in.
-_MIN_ENCODE_ROWS = 16
+# BLAS rounds a row differently when it falls in a partial block of rows (fewer than 16 graphs, or a
+# 17th / 33rd... graph: measured on CPU with the v4b and v8 weights): encoding a multiple of this many
+# graphs keeps each formula's row independent of the batch it comes in.
+_ENCODE_ROW_BLOCK = 16
+
+
+def _round_up(n, block=_ENCODE_ROW_BLOCK):
+    return -(-n // block) * block
 
 
 def default_model_path():
@@ -671,9 +676,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
                 keys = {}
                 inverse = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
                 unique = list({s.key: s for s in stoich}.values())
-                padded = unique + unique[:1] * (_MIN_ENCODE_ROWS - len(unique))  # rows independent of the batch
+                padded = unique + unique[:1] * (_round_up(len(unique)) - len(unique))  # rows independent of the batch
                 features = output_features_np(*encode(model, StoichiometryTable(padded),
-                                                      batch_size=max(step, _MIN_ENCODE_ROWS), device=device))
+                                                      batch_size=_round_up(step), device=device))
                 out[rows] = features[inverse]
             if progress is not None:
                 progress.update(len(chunk))
