@@ -35,14 +35,6 @@ __all__ = ["PolySRLFeaturizer", "default_model_path"]
 
 _FORMULA_COLUMNS = ("formula", "composition", "structure")
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
-# BLAS rounds a row differently when it falls in a partial block of rows (fewer than 16 graphs, or a
-# 17th / 33rd... graph: measured on CPU with the v4b and v8 weights): encoding a multiple of this many
-# graphs keeps each formula's row independent of the batch it comes in.
-_ENCODE_ROW_BLOCK = 16
-
-
-def _round_up(n, block=_ENCODE_ROW_BLOCK):
-    return -(-n // block) * block
 
 
 def default_model_path():
@@ -676,9 +668,9 @@ class PolySRLFeaturizer(BaseFeaturizer):
                 keys = {}
                 inverse = np.array([keys.setdefault(s.key, len(keys)) for s in stoich])
                 unique = list({s.key: s for s in stoich}.values())
-                padded = unique + unique[:1] * (_round_up(len(unique)) - len(unique))  # rows independent of the batch
-                features = output_features_np(*encode(model, StoichiometryTable(padded),
-                                                      batch_size=_round_up(step), device=device))
+                # encode pads to whole row blocks: each row independent of its batch
+                features = output_features_np(*encode(model, StoichiometryTable(unique), batch_size=step,
+                                                      device=device))
                 out[rows] = features[inverse]
             if progress is not None:
                 progress.update(len(chunk))
